@@ -1,0 +1,148 @@
+//! The trait an agent type implements, the context it receives, and the standard turn.
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+use crate::kinds::{AgentKind, Expert, KindPolicy};
+use crate::lifecycle::{AgentState, Modes, TaskMode};
+use crate::model::{ChatMessage, Model, ModelError, ModelReply, ModelRequest};
+use crate::tools::{Bus, Commitment, ToolResult, Tools};
+
+/// A read-only snapshot of an agent's node, as its type sees it this turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentView {
+    /// The agent's name (its id: unique across the tavern and never reused).
+    pub name: String,
+    /// Its type.
+    pub kind: AgentKind,
+    /// Its expert prompt, if any.
+    pub expert: Option<Expert>,
+    /// Its parent's name; `None` only for Jake.
+    pub parent: Option<String>,
+    /// Its children's names, live or dead, in summon order.
+    pub children: Vec<String>,
+    /// Its lifecycle state.
+    pub state: AgentState,
+    /// What it was asked to do.
+    pub assignment: Option<String>,
+    /// The original ask plus current status, editable by people and by the agent.
+    pub description: String,
+    /// Its commitments, in the order they were added.
+    pub commitments: Vec<Commitment>,
+    /// Its mode flags.
+    pub modes: Modes,
+    /// Its task mode.
+    pub task_mode: TaskMode,
+    /// The person who asked for the work.
+    pub requester: Option<String>,
+}
+
+impl AgentView {
+    /// `mortal`, or `mortal/reviewer` for an expert.
+    pub fn kind_label(&self) -> String {
+        match self.expert {
+            Some(expert) => format!("{}/{}", self.kind, expert),
+            None => self.kind.to_string(),
+        }
+    }
+}
+
+/// What an agent type is handed for a turn: the only way it reaches the world.
+#[derive(Clone)]
+pub struct AgentContext {
+    /// Its node.
+    pub node: AgentView,
+    /// Its model, behind Tavern's sidecar (global concurrency cap, recorded in the log).
+    pub model: Arc<dyn Model>,
+    /// Tavern's tools, acting as this agent.
+    pub tools: Arc<dyn Tools>,
+    /// The message bus, sending as this agent.
+    pub bus: Arc<dyn Bus>,
+}
+
+/// The input of one turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnInput {
+    /// The composed system prompt (see [`crate::compose_system_prompt`]).
+    pub system_prompt: String,
+    /// The conversation so far, ending with the new inputs.
+    pub messages: Vec<ChatMessage>,
+    /// How many turns the agent has taken before.
+    pub turn: u32,
+}
+
+/// What a turn produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnOutput {
+    /// The model's reply.
+    pub reply: ModelReply,
+    /// One result per tool call in the reply, in order (refused and skipped calls included).
+    pub results: Vec<ToolResult>,
+}
+
+/// A turn that could not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    /// The model call failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// An agent type. Implemented once per plugin crate; Tavern holds them in a closed registry.
+#[async_trait]
+pub trait AgentType: Send + Sync {
+    /// Which kind this is.
+    fn kind(&self) -> AgentKind;
+    /// The compiled-in prompt text for this type (and expert, for mortals). A project may override the
+    /// text with a file in `.tavern/prompts/`, but cannot add types.
+    fn prompt(&self, expert: Option<Expert>) -> &'static str;
+    /// What the type may do.
+    fn policy(&self) -> KindPolicy;
+    /// Takes one turn. The default is [`standard_turn`].
+    async fn turn(&self, ctx: &AgentContext, input: TurnInput) -> Result<TurnOutput, AgentError> {
+        standard_turn(self.policy(), ctx, input).await
+    }
+}
+
+/// The turn every built-in type uses: ask the model, then run its tool calls in order through Tavern,
+/// refusing tools outside the type's policy and stopping after a call that ends the turn (ask, done).
+pub async fn standard_turn(
+    policy: KindPolicy,
+    ctx: &AgentContext,
+    input: TurnInput,
+) -> Result<TurnOutput, AgentError> {
+    let request = ModelRequest {
+        agent: ctx.node.name.clone(),
+        kind: ctx.node.kind_label(),
+        assignment: ctx.node.assignment.clone(),
+        turn: input.turn,
+        system: input.system_prompt,
+        messages: input.messages,
+    };
+    let reply = ctx.model.complete(request).await?;
+    let mut results = Vec::with_capacity(reply.tool_calls.len());
+    let mut ended_by: Option<String> = None;
+    for call in &reply.tool_calls {
+        if let Some(ender) = &ended_by {
+            results.push(ToolResult::err(format!(
+                "not run: the turn ended at {ender}"
+            )));
+            continue;
+        }
+        let name = call.name();
+        if !policy.tools.contains(&name) {
+            results.push(ToolResult::err(format!(
+                "{} ({}) may not use the {name} tool",
+                ctx.node.name,
+                ctx.node.kind_label()
+            )));
+            continue;
+        }
+        let result = ctx.tools.call(call.clone()).await;
+        if call.ends_turn() && result.ok {
+            ended_by = Some(name.to_string());
+        }
+        results.push(result);
+    }
+    Ok(TurnOutput { reply, results })
+}

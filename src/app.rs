@@ -1,0 +1,320 @@
+//! Starting and stopping a tavern: open `.tavern/`, replay the log, repair the documents, resume
+//! interrupted work, and start the supervisor and the document watcher. Shared by every surface.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nix::fcntl::{Flock, FlockArg};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::blackboard::{ChangeKind, DocId, DocStore, FsStore, StoreError, Watch};
+use crate::config::Config;
+use crate::domain::{Actor, Intent, TavernState};
+use crate::executor::{ExecError, ExecutorTasks, ExternalEdit, Receipt, Settings, Tavern};
+use crate::log::{Log, LogError, LogOptions, Seq, Status};
+use crate::model::Models;
+use crate::sidecar::Sidecar;
+use crate::tree::Supervisor;
+
+/// Why a tavern could not start. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A file or directory could not be created or opened.
+    #[error("cannot use {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another Tavern process has this project open.
+    #[error("another Tavern is already running on this project ({path} is locked); stop it first — there is exactly one Jake per project")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The command log could not be opened or replayed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The document store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The executor failed while starting.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// The tavern could not be opened.
+    #[error("could not open the tavern: {0}")]
+    Open(String),
+}
+
+/// What happened at start, for the person starting it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartReport {
+    /// Bytes of a torn last log line that were cut off.
+    pub torn_bytes: u64,
+    /// Documents rewritten from the log because they were missing or out of date.
+    pub repaired_documents: usize,
+    /// Entries that were still running when Tavern stopped, and are being resumed.
+    pub resumed: Vec<Seq>,
+    /// Entries that were interrupted and could not be resumed (marked cancelled).
+    pub cancelled: Vec<Seq>,
+    /// Whether this start opened a new tavern.
+    pub opened: bool,
+    /// Entries in the log after start.
+    pub entries: Seq,
+}
+
+impl StartReport {
+    /// Lines worth telling a person.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.opened {
+            lines.push("A new tavern: Jake is behind the bar.".to_string());
+        } else {
+            lines.push(format!(
+                "Reopened the tavern: {} log entries replayed.",
+                self.entries
+            ));
+        }
+        if self.torn_bytes > 0 {
+            lines.push(format!(
+                "warning: the log's last line was torn by a crash; {} bytes of an unacknowledged write were cut off",
+                self.torn_bytes
+            ));
+        }
+        if self.repaired_documents > 0 {
+            lines.push(format!(
+                "repaired {} documents in .tavern/ from the log",
+                self.repaired_documents
+            ));
+        }
+        if !self.resumed.is_empty() {
+            lines.push(format!(
+                "resuming interrupted work: {}",
+                self.resumed
+                    .iter()
+                    .map(|s| format!("#{s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !self.cancelled.is_empty() {
+            lines.push(format!(
+                "cancelled interrupted entries that cannot resume: {}",
+                self.cancelled
+                    .iter()
+                    .map(|s| format!("#{s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        lines
+    }
+}
+
+/// A running tavern.
+pub struct App {
+    /// The executor handle.
+    pub tavern: Tavern,
+    /// The model cache.
+    pub models: Models,
+    /// The sidecar.
+    pub sidecar: Sidecar,
+    /// The configuration it runs with.
+    pub config: Config,
+    /// What happened at start.
+    pub report: StartReport,
+    tasks: Option<ExecutorTasks>,
+    _lock: Flock<File>,
+}
+
+fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Replays a tavern's log into its state. Pure: it reads the log and folds it, nothing else.
+pub fn replay(log_dir: &std::path::Path, branch: &str, upto: Option<Seq>) -> Result<TavernState, LogError> {
+    let reader = crate::log::LogReader::<crate::domain::TavernSchema>::open(log_dir, branch)?;
+    let mut state = TavernState::default();
+    reader.replay(upto, |record| state.apply(&record))?;
+    Ok(state)
+}
+
+impl App {
+    /// Opens (or creates) the tavern of `config.project` and starts it.
+    pub async fn start(config: Config) -> Result<App, StartError> {
+        let dir = config.tavern_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join("lock");
+        let lock_file = File::create(&lock_path).map_err(io(&lock_path))?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            StartError::Locked {
+                path: lock_path.clone(),
+            }
+        })?;
+        let store: Arc<dyn DocStore> = Arc::new(FsStore::open(&dir)?);
+        let log_dir = dir.join("log");
+        let (log, open_report) = Log::open(&log_dir, "main", LogOptions::default())?;
+        let state = replay(&log_dir, "main", None)?;
+
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let settings = Settings {
+            project: config.project.clone(),
+            default_model: config.default_model.as_ref().map(|m| m.to_string()),
+            max_restarts: config.max_restarts,
+            verify_timeout: config.verify_timeout,
+            output_limit: config.output_limit,
+        };
+        let (tavern, mut tasks) = Tavern::new(
+            state,
+            log,
+            store.clone(),
+            settings,
+            tracker.clone(),
+            cancel.clone(),
+        );
+        let mut report = StartReport {
+            torn_bytes: open_report.truncated_bytes,
+            ..StartReport::default()
+        };
+        // Watch before repairing, so an edit made while Tavern starts is not missed.
+        let watch = store.watch()?;
+        report.repaired_documents = tavern.reproject_all();
+
+        if tavern.read(|s| s.jake.is_none()) {
+            let receipt = tavern
+                .submit(
+                    Actor::Tavern,
+                    Intent::OpenTavern {
+                        theme: config.theme.clone(),
+                    },
+                    None,
+                )
+                .await?;
+            if let Receipt::Rejected { error, .. } = receipt {
+                return Err(StartError::Open(error.to_string()));
+            }
+            report.opened = true;
+        }
+        resume(&tavern, &mut report).await?;
+        report.entries = tavern.read(|s| s.last_seq);
+
+        let models = Models::new();
+        let sidecar = Sidecar::new(config.max_concurrent_calls, tracker.clone(), cancel.clone());
+        let supervisor = Supervisor::new(tavern.clone(), models.clone(), sidecar.clone());
+        tracker.spawn(supervisor.run());
+        let edits = std::mem::replace(
+            &mut tasks.external_edits,
+            tokio::sync::mpsc::unbounded_channel().1,
+        );
+        tracker.spawn(watch_documents(tavern.clone(), watch, edits));
+        Ok(App {
+            tavern,
+            models,
+            sidecar,
+            config,
+            report,
+            tasks: Some(tasks),
+            _lock: lock,
+        })
+    }
+
+    /// Shuts down: stops every task at a safe point, writes what is queued, closes the log.
+    pub async fn shutdown(mut self) -> Result<(), ExecError> {
+        match self.tasks.take() {
+            Some(tasks) => self.tavern.close(tasks).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Resumes entries that were running when Tavern stopped: verifications run again; turns are resumed
+/// by their agents' tasks; anything else is marked cancelled.
+async fn resume(tavern: &Tavern, report: &mut StartReport) -> Result<(), ExecError> {
+    let open: Vec<(Seq, Intent)> = tavern.read(|s| {
+        s.open
+            .iter()
+            .map(|(seq, o)| (*seq, o.intent.clone()))
+            .collect()
+    });
+    for (seq, intent) in open {
+        match intent {
+            Intent::SignalDone { agent } => {
+                report.resumed.push(seq);
+                tavern.spawn_verification(seq, agent);
+            }
+            Intent::TakeTurn { agent }
+                if tavern.read(|s| s.agent(&agent).is_some_and(|n| !n.state.is_dead())) =>
+            {
+                report.resumed.push(seq);
+            }
+            _ => {
+                report.cancelled.push(seq);
+                tavern
+                    .update(
+                        seq,
+                        Status::Cancelled,
+                        Vec::new(),
+                        Some("interrupted by a restart and cannot be resumed".to_string()),
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records edits that people make to `.tavern/` files, and restores files whose edit was refused.
+async fn watch_documents(
+    tavern: Tavern,
+    mut watch: Watch,
+    mut found_by_projector: tokio::sync::mpsc::UnboundedReceiver<ExternalEdit>,
+) {
+    let cancel = tavern.cancel_token().clone();
+    loop {
+        let (id, content) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            change = watch.next() => {
+                let Some(change) = change else { break };
+                let content = match change.kind {
+                    ChangeKind::Removed => None,
+                    ChangeKind::Written => match tavern.store().read(&change.id) {
+                        Ok(content) => content,
+                        Err(e) => {
+                            tracing::warn!("cannot read {} after it changed: {e}", change.id);
+                            continue;
+                        }
+                    },
+                };
+                if tavern.is_own_content(&change.id, content.as_deref()) {
+                    continue;
+                }
+                (change.id, content)
+            }
+            edit = found_by_projector.recv() => match edit {
+                Some(edit) => edit,
+                None => continue,
+            },
+        };
+        record_edit(&tavern, id, content).await;
+    }
+}
+
+async fn record_edit(tavern: &Tavern, id: DocId, content: Option<String>) {
+    let path = id.relative_path().to_string_lossy().into_owned();
+    let intent = Intent::EditDocument { path, content };
+    match tavern.submit(Actor::File, intent, None).await {
+        Ok(Receipt::Accepted { .. }) => {
+            // Accepted edits change the state, which re-projects the file in Tavern's form.
+            tavern.restore(vec![id]);
+        }
+        Ok(Receipt::Rejected { .. }) => tavern.restore(vec![id]),
+        Err(e) => tracing::warn!("could not record the edit of {id}: {e}"),
+    }
+}

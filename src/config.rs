@@ -1,0 +1,226 @@
+//! Configuration: raw values from files and the environment, validated once into [`Config`].
+//!
+//! Sources, lowest priority first: the compiled-in `config/default.toml`, the file given with
+//! `--config`, `TAVERN_<SECTION>__<KEY>` environment variables, then command-line flags. `RawConfig`
+//! only mirrors the files (unknown keys are errors that name the key); `Config` is resolved (absolute
+//! paths, parsed model spec) and is passed explicitly, never read from a global.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::model::ModelSpec;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A configuration that could not be loaded. Each names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file did not parse, or a value had the wrong type (the message names the key).
+    #[error("configuration error: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is not usable.
+    #[error("configuration error: `{key}` {message}")]
+    Invalid {
+        /// The dotted key, e.g. `model.max_concurrent_calls`.
+        key: &'static str,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+    /// The config file given with --config does not exist.
+    #[error("configuration error: the config file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    tavern: RawTavern,
+    model: RawModel,
+    verify: RawVerify,
+    console: RawConsole,
+    supervisor: RawSupervisor,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTavern {
+    project: String,
+    theme: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    default: String,
+    max_concurrent_calls: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    timeout_secs: f64,
+    output_limit: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    user: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    max_restarts: i64,
+}
+
+/// Values given on the command line, which win over every other source.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--project DIR`.
+    pub project: Option<PathBuf>,
+    /// `--model SPEC`.
+    pub model: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The project directory (absolute).
+    pub project: PathBuf,
+    /// `<project>/.tavern`.
+    pub tavern_dir: PathBuf,
+    /// The naming theme id.
+    pub theme: String,
+    /// The default model, if one is configured.
+    pub default_model: Option<ModelSpec>,
+    /// The global cap on concurrent model calls.
+    pub max_concurrent_calls: usize,
+    /// The timeout of one assertion.
+    pub verify_timeout: Duration,
+    /// Bytes of assertion output kept.
+    pub output_limit: usize,
+    /// The console user's name.
+    pub console_user: String,
+    /// Task restarts before an agent is reaped.
+    pub max_restarts: u32,
+}
+
+impl Config {
+    /// Loads the configuration from the defaults, an optional file, the environment and the overrides.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULTS,
+            config::FileFormat::Toml,
+        ));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::MissingFile(file.to_path_buf()));
+            }
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("TAVERN")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let raw: RawConfig = builder.build()?.try_deserialize()?;
+        Config::resolve(raw, overrides)
+    }
+
+    fn resolve(raw: RawConfig, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let cwd = std::env::current_dir().map_err(|e| ConfigError::Invalid {
+            key: "tavern.project",
+            message: format!("cannot be resolved: the current directory is unreadable ({e})"),
+        })?;
+        let project = match &overrides.project {
+            Some(dir) => dir.clone(),
+            None if raw.tavern.project.trim().is_empty() => cwd.clone(),
+            None => PathBuf::from(raw.tavern.project.trim()),
+        };
+        let project = if project.is_absolute() {
+            project
+        } else {
+            cwd.join(project)
+        };
+        if !project.is_dir() {
+            return Err(ConfigError::Invalid {
+                key: "tavern.project",
+                message: format!(
+                    "is {}, which is not a directory; give an existing project directory",
+                    project.display()
+                ),
+            });
+        }
+        crate::naming::theme(&raw.tavern.theme).map_err(|e| ConfigError::Invalid {
+            key: "tavern.theme",
+            message: format!("is invalid: {e}"),
+        })?;
+        let model_text = overrides
+            .model
+            .clone()
+            .unwrap_or_else(|| raw.model.default.clone());
+        let default_model =
+            ModelSpec::parse(&model_text, &cwd).map_err(|message| ConfigError::Invalid {
+                key: "model.default",
+                message,
+            })?;
+        let max_concurrent_calls = positive(
+            raw.model.max_concurrent_calls,
+            "model.max_concurrent_calls",
+        )?;
+        if !(raw.verify.timeout_secs.is_finite() && raw.verify.timeout_secs > 0.0) {
+            return Err(ConfigError::Invalid {
+                key: "verify.timeout_secs",
+                message: format!(
+                    "is {}; it must be a positive number of seconds",
+                    raw.verify.timeout_secs
+                ),
+            });
+        }
+        let output_limit = positive(raw.verify.output_limit, "verify.output_limit")?;
+        let max_restarts = u32::try_from(raw.supervisor.max_restarts).map_err(|_| {
+            ConfigError::Invalid {
+                key: "supervisor.max_restarts",
+                message: format!(
+                    "is {}; it must be zero or more",
+                    raw.supervisor.max_restarts
+                ),
+            }
+        })?;
+        let console_user = if raw.console.user.trim().is_empty() {
+            std::env::var("USER")
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+                .unwrap_or_else(|| "you".to_string())
+        } else {
+            raw.console.user.trim().to_string()
+        };
+        Ok(Config {
+            tavern_dir: project.join(".tavern"),
+            project,
+            theme: raw.tavern.theme,
+            default_model,
+            max_concurrent_calls,
+            verify_timeout: Duration::from_secs_f64(raw.verify.timeout_secs),
+            output_limit,
+            console_user,
+            max_restarts,
+        })
+    }
+}
+
+fn positive(value: i64, key: &'static str) -> Result<usize, ConfigError> {
+    usize::try_from(value)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ConfigError::Invalid {
+            key,
+            message: format!("is {value}; it must be a whole number of at least 1"),
+        })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1021 @@
+//! Deciding: turning an intent into outcomes against the current state, or refusing it.
+//!
+//! Deciding may fail (an illegal transition, an unknown agent) and may generate things (names, ids,
+//! times, taken from [`DecideEnv`]); what it generates is recorded in the outcomes, so applying them
+//! later never generates anything. Deciding never does IO: slow work (model calls, assertions) happens in
+//! the executor, which feeds its results back through the `*_verdict` and `finish_*` functions here.
+
+use tavern_plugin_api::{
+    AgentKind, AgentState, CheckSummary, Commitment, IllegalTransition, Modes, QuestionClass,
+};
+
+use super::intent::{Actor, Intent, ModesPatch, Summon};
+use super::outcome::{Message, MessageKind, NewAgent, Outcome, Party};
+use super::state::{AgentNode, TavernState};
+use crate::blackboard::DocName;
+use crate::log::Millis;
+use crate::naming;
+use crate::registry;
+
+/// What deciding needs from the outside world, injected so tests and replay control it.
+pub struct DecideEnv<'a> {
+    /// The current time.
+    pub now: Millis,
+    /// Generates a fresh unique id (a UUID in production, a counter in tests).
+    pub new_id: &'a mut dyn FnMut() -> String,
+    /// The model spec for agents that name none (Jake, and children of parents without one).
+    pub default_model: Option<&'a str>,
+    /// How many task restarts an agent gets before it is reaped.
+    pub max_restarts: u32,
+}
+
+/// A decided intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// What it did right away.
+    pub outcomes: Vec<Outcome>,
+    /// Whether it goes on running after its entry is written (verification, a model turn).
+    pub continues: bool,
+}
+
+impl Decision {
+    fn done(outcomes: Vec<Outcome>) -> Decision {
+        Decision {
+            outcomes,
+            continues: false,
+        }
+    }
+}
+
+/// Why an intent was refused. Every message says what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// No such agent.
+    #[error("no agent is named {0:?}; /agents lists who is here")]
+    UnknownAgent(String),
+    /// The agent is dead.
+    #[error("{name} is {state}; dead agents keep their files but cannot act or be acted on")]
+    AgentDead {
+        /// The agent.
+        name: String,
+        /// Its final state.
+        state: AgentState,
+    },
+    /// A lifecycle transition that is not allowed.
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    /// The tavern is already open (there is exactly one Jake).
+    #[error("this tavern is already open; there is exactly one Jake per tavern")]
+    AlreadyOpen,
+    /// Nothing can happen before the tavern is opened.
+    #[error("the tavern is not open yet")]
+    NotOpen,
+    /// A name that cannot be used.
+    #[error("cannot use the name {name:?}: {reason}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The actor may not do this.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The commitment number does not exist.
+    #[error("{agent} has no commitment #{number} (it has {count}); /agents shows them")]
+    NoSuchCommitment {
+        /// The agent.
+        agent: String,
+        /// The number asked for (1-based).
+        number: usize,
+        /// How many it has.
+        count: usize,
+    },
+    /// A required text was empty.
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    /// An edit to a file under `.tavern/` that Tavern cannot take.
+    #[error("{path}: {reason}")]
+    Edit {
+        /// The file, relative to `.tavern/`.
+        path: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, DomainError>;
+
+fn live<'s>(state: &'s TavernState, name: &str) -> Result<&'s AgentNode> {
+    let node = state
+        .agent(name)
+        .ok_or_else(|| DomainError::UnknownAgent(name.to_string()))?;
+    if node.state.is_dead() {
+        return Err(DomainError::AgentDead {
+            name: node.name.clone(),
+            state: node.state,
+        });
+    }
+    Ok(node)
+}
+
+fn existing<'s>(state: &'s TavernState, name: &str) -> Result<&'s AgentNode> {
+    state
+        .agent(name)
+        .ok_or_else(|| DomainError::UnknownAgent(name.to_string()))
+}
+
+/// People and Tavern may act on any agent; an agent only on itself and its descendants.
+fn may_act_on(state: &TavernState, actor: &Actor, target: &AgentNode, what: &str) -> Result<()> {
+    match actor {
+        Actor::User(_) | Actor::Tavern => Ok(()),
+        Actor::Agent(me) => {
+            if me.eq_ignore_ascii_case(&target.name)
+                || state
+                    .ancestors(&target.name)
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(me))
+            {
+                Ok(())
+            } else {
+                Err(DomainError::NotAllowed(format!(
+                    "{me} may not {what} {}: agents act only on themselves and their own children",
+                    target.name
+                )))
+            }
+        }
+        Actor::File => Err(DomainError::NotAllowed(format!(
+            "a file edit cannot {what} {}",
+            target.name
+        ))),
+    }
+}
+
+fn actor_party(actor: &Actor) -> Result<Party> {
+    match actor {
+        Actor::User(name) => Ok(Party::User(name.clone())),
+        Actor::Agent(name) => Ok(Party::Agent(name.clone())),
+        Actor::Tavern => Ok(Party::Tavern),
+        Actor::File => Err(DomainError::NotAllowed(
+            "a file edit cannot send messages".to_string(),
+        )),
+    }
+}
+
+fn message(
+    env: &mut DecideEnv<'_>,
+    from: Party,
+    to: Party,
+    kind: MessageKind,
+    text: String,
+) -> Outcome {
+    Outcome::MessagePosted(Message {
+        id: (env.new_id)(),
+        from,
+        to,
+        ts: env.now,
+        kind,
+        text,
+        via: Vec::new(),
+    })
+}
+
+fn transition(node: &AgentNode, to: AgentState, reason: Option<String>) -> Result<Outcome> {
+    node.state.check_transition(&node.name, to)?;
+    Ok(Outcome::StateChanged {
+        agent: node.name.clone(),
+        from: node.state,
+        to,
+        reason,
+    })
+}
+
+/// Decides an intent. On success the outcomes are ready to be recorded and applied.
+pub fn decide(
+    state: &TavernState,
+    actor: &Actor,
+    intent: &Intent,
+    env: &mut DecideEnv<'_>,
+) -> Result<Decision> {
+    if state.jake.is_none() && !matches!(intent, Intent::OpenTavern { .. }) {
+        return Err(DomainError::NotOpen);
+    }
+    match intent {
+        Intent::OpenTavern { theme } => open_tavern(state, theme, env),
+        Intent::Summon(summon) => decide_summon(state, actor, summon, env),
+        Intent::SendMessage { to, text } => send_message(state, actor, to, text, env),
+        Intent::Broadcast { scope, text } => broadcast(state, actor, *scope, text, env),
+        Intent::AddCommitment {
+            agent,
+            description,
+            assertion,
+            needs_signoff,
+        } => add_commitment(state, actor, agent, description, assertion, *needs_signoff),
+        Intent::SignalDone { agent } => {
+            let node = live(state, agent)?;
+            may_act_on(state, actor, node, "signal done for")?;
+            let change = transition(node, AgentState::Verifying, None)?;
+            Ok(Decision {
+                outcomes: vec![change],
+                continues: true,
+            })
+        }
+        Intent::Approve { agent, commitment } => approve(state, actor, agent, *commitment, env),
+        Intent::Dismiss { agent } => {
+            let node = live(state, agent)?;
+            may_act_on(state, actor, node, "dismiss")?;
+            if node.kind == AgentKind::Jake {
+                return Err(DomainError::NotAllowed(
+                    "Jake cannot be dismissed: he is the root, and there is exactly one".into(),
+                ));
+            }
+            let mut outcomes = vec![transition(node, AgentState::DismissedReaped, None)?];
+            let reason = format!("{} was dismissed", node.name);
+            outcomes.extend(cascade(state, &node.name, &reason));
+            outcomes.extend(tell_parent(
+                state,
+                actor,
+                node,
+                format!("{} was dismissed by {actor}.", node.name),
+                env,
+            ));
+            Ok(Decision::done(outcomes))
+        }
+        Intent::Reap { agent, reason } => {
+            let node = live(state, agent)?;
+            may_act_on(state, actor, node, "reap")?;
+            Ok(Decision::done(reap(state, actor, node, reason, env)?))
+        }
+        Intent::SetModes { agent, patch } => set_modes(state, actor, agent, patch, env),
+        Intent::SetDescription { agent, text } => {
+            let node = existing(state, agent)?;
+            may_act_on(state, actor, node, "describe")?;
+            Ok(Decision::done(vec![Outcome::DescriptionChanged {
+                agent: node.name.clone(),
+                text: text.clone(),
+            }]))
+        }
+        Intent::SetRestartStrategy { agent, strategy } => {
+            let node = live(state, agent)?;
+            may_act_on(state, actor, node, "change the restart strategy of")?;
+            Ok(Decision::done(vec![Outcome::RestartStrategyChanged {
+                agent: node.name.clone(),
+                strategy: *strategy,
+            }]))
+        }
+        Intent::AskUser {
+            agent,
+            question,
+            class,
+        } => ask_user(state, actor, agent, question, *class, env),
+        Intent::TakeTurn { agent } => take_turn(state, actor, agent),
+        Intent::RestartAgent { agent, reason } => restart_agent(state, agent, reason, env),
+        Intent::EditDocument { path, content } => {
+            super::projection::decide_edit(state, path, content.as_deref())
+        }
+    }
+}
+
+fn open_tavern(state: &TavernState, theme: &str, env: &mut DecideEnv<'_>) -> Result<Decision> {
+    if state.jake.is_some() {
+        return Err(DomainError::AlreadyOpen);
+    }
+    naming::theme(theme).map_err(|e| DomainError::NotAllowed(e.to_string()))?;
+    let jake = NewAgent {
+        name: "Jake".to_string(),
+        kind: AgentKind::Jake,
+        expert: None,
+        parent: None,
+        assignment: None,
+        model: env.default_model.map(str::to_string),
+        modes: Modes::default(),
+        requester: None,
+        created: env.now,
+    };
+    Ok(Decision::done(vec![
+        Outcome::TavernOpened {
+            theme: theme.to_string(),
+        },
+        Outcome::AgentSummoned(jake),
+        Outcome::StateChanged {
+            agent: "Jake".to_string(),
+            from: AgentState::Summoned,
+            to: AgentState::Working,
+            reason: Some("the tavern opened".to_string()),
+        },
+    ]))
+}
+
+fn choose_name(state: &TavernState, requested: Option<&str>) -> Result<String> {
+    if let Some(name) = requested {
+        DocName::new(name).map_err(|e| DomainError::BadName {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        if state.name_taken(name) || name.eq_ignore_ascii_case("jake") {
+            return Err(DomainError::BadName {
+                name: name.to_string(),
+                reason: "that name is taken (names are never reused, even after dismissal)".into(),
+            });
+        }
+        return Ok(name.to_string());
+    }
+    let theme_id = state.theme.as_deref().unwrap_or("lotr");
+    let theme = naming::theme(theme_id).map_err(|e| DomainError::NotAllowed(e.to_string()))?;
+    Ok(naming::next_name(theme, |candidate| {
+        state.name_taken(candidate) || candidate.eq_ignore_ascii_case("jake")
+    }))
+}
+
+fn decide_summon(
+    state: &TavernState,
+    actor: &Actor,
+    summon: &Summon,
+    env: &mut DecideEnv<'_>,
+) -> Result<Decision> {
+    let parent = live(state, &summon.parent)?;
+    may_act_on(state, actor, parent, "summon children under")?;
+    let policy = registry::plugin(summon.kind).policy();
+    if summon.kind == AgentKind::Jake {
+        return Err(DomainError::NotAllowed(
+            "Jake cannot be summoned: there is exactly one, and Tavern creates him".into(),
+        ));
+    }
+    if matches!(actor, Actor::User(_)) && !policy.summonable_by_users {
+        return Err(DomainError::NotAllowed(format!(
+            "people cannot summon a {} directly",
+            summon.kind
+        )));
+    }
+    if policy.requires_jake_parent && parent.kind != AgentKind::Jake {
+        return Err(DomainError::NotAllowed(format!(
+            "a {} must be a child of Jake, not of {}",
+            summon.kind, parent.name
+        )));
+    }
+    if matches!(parent.state, AgentState::Verifying | AgentState::Done) {
+        return Err(DomainError::NotAllowed(format!(
+            "{} is {} and cannot take on children now",
+            parent.name, parent.state
+        )));
+    }
+    if summon.assignment.as_deref().is_some_and(|a| a.trim().is_empty()) {
+        return Err(DomainError::Empty("the assignment"));
+    }
+    let name = choose_name(state, summon.name.as_deref())?;
+    let requester = match actor {
+        Actor::User(user) => Some(user.clone()),
+        Actor::Agent(_) => parent.requester.clone().or(parent.last_human.clone()),
+        Actor::Tavern | Actor::File => parent.requester.clone(),
+    };
+    // Agents summoned by an agent persevere (they have a job and keep at it until verified);
+    // agents summoned by a person start in chat mode.
+    let modes = Modes {
+        perseverance: matches!(actor, Actor::Agent(_)),
+        ..Modes::default()
+    };
+    let model = summon
+        .model
+        .clone()
+        .or_else(|| parent.model.clone())
+        .or_else(|| env.default_model.map(str::to_string));
+    let new = NewAgent {
+        name: name.clone(),
+        kind: summon.kind,
+        expert: summon.expert,
+        parent: Some(parent.name.clone()),
+        assignment: summon.assignment.clone(),
+        model,
+        modes,
+        requester,
+        created: env.now,
+    };
+    let mut outcomes = vec![Outcome::AgentSummoned(new)];
+    if let Some(assignment) = &summon.assignment {
+        // The assignment is the child's first input, and it begins at once.
+        let from = actor_party(actor)?;
+        outcomes.push(message(
+            env,
+            from,
+            Party::Agent(name.clone()),
+            MessageKind::Chat,
+            assignment.clone(),
+        ));
+        outcomes.push(Outcome::StateChanged {
+            agent: name,
+            from: AgentState::Summoned,
+            to: AgentState::Working,
+            reason: Some("summoned with an assignment".into()),
+        });
+    }
+    Ok(Decision::done(outcomes))
+}
+
+fn resolve_recipient<'s>(
+    state: &'s TavernState,
+    actor: &Actor,
+    to: &str,
+) -> Result<&'s AgentNode> {
+    if to.eq_ignore_ascii_case("parent") {
+        let Actor::Agent(me) = actor else {
+            return Err(DomainError::NotAllowed(
+                "only an agent can message its parent".into(),
+            ));
+        };
+        let parent = existing(state, me)?.parent.clone().ok_or_else(|| {
+            DomainError::NotAllowed(format!("{me} is the root and has no parent"))
+        })?;
+        return live(state, &parent);
+    }
+    live(state, to)
+}
+
+fn send_message(
+    state: &TavernState,
+    actor: &Actor,
+    to: &str,
+    text: &str,
+    env: &mut DecideEnv<'_>,
+) -> Result<Decision> {
+    if text.trim().is_empty() {
+        return Err(DomainError::Empty("the message"));
+    }
+    let from = actor_party(actor)?;
+    if let Actor::Agent(me) = actor {
+        live(state, me)?;
+    }
+    let target = resolve_recipient(state, actor, to)?;
+    Ok(Decision::done(vec![message(
+        env,
+        from,
+        Party::Agent(target.name.clone()),
+        MessageKind::Chat,
+        text.to_string(),
+    )]))
+}
+
+fn broadcast(
+    state: &TavernState,
+    actor: &Actor,
+    scope: tavern_plugin_api::BroadcastScope,
+    text: &str,
+    env: &mut DecideEnv<'_>,
+) -> Result<Decision> {
+    use tavern_plugin_api::BroadcastScope;
+    if text.trim().is_empty() {
+        return Err(DomainError::Empty("the message"));
+    }
+    let from = actor_party(actor)?;
+    let me = match actor {
+        Actor::Agent(me) => Some(live(state, me)?.name.clone()),
+        _ => None,
+    };
+    let recipients: Vec<String> = match (scope, &me) {
+        (BroadcastScope::All, _) => state
+            .agents_in_order()
+            .map(|n| n.name.clone())
+            .filter(|n| Some(n) != me.as_ref())
+            .collect(),
+        (BroadcastScope::Subtree, Some(me)) => state.descendants(me),
+        (BroadcastScope::Siblings, Some(me)) => {
+            let parent = state.agent(me).and_then(|n| n.parent.clone());
+            parent
+                .and_then(|p| state.agent(&p))
+                .map(|p| {
+                    p.children
+                        .iter()
+                        .filter(|c| *c != me)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        }
+        (_, None) => {
+            return Err(DomainError::NotAllowed(
+                "only an agent can broadcast to its siblings or subtree; people can broadcast to all"
+                    .into(),
+            ))
+        }
+    };
+    let mut outcomes = Vec::new();
+    for name in recipients {
+        if state.agent(&name).is_some_and(|n| !n.state.is_dead()) {
+            outcomes.push(message(
+                env,
+                from.clone(),
+                Party::Agent(name),
+                MessageKind::Chat,
+                text.to_string(),
+            ));
+        }
+    }
+    Ok(Decision::done(outcomes))
+}
+
+fn add_commitment(
+    state: &TavernState,
+    actor: &Actor,
+    agent: &str,
+    description: &str,
+    assertion: &str,
+    needs_signoff: bool,
+) -> Result<Decision> {
+    let node = live(state, agent)?;
+    may_act_on(state, actor, node, "add commitments to")?;
+    if description.trim().is_empty() {
+        return Err(DomainError::Empty("the commitment's description"));
+    }
+    if assertion.trim().is_empty() {
+        return Err(DomainError::Empty("the commitment's assertion"));
+    }
+    if matches!(node.state, AgentState::Verifying | AgentState::Done) {
+        return Err(DomainError::NotAllowed(format!(
+            "{} is {}; commitments can only be added before it signals done",
+            node.name, node.state
+        )));
+    }
+    Ok(Decision::done(vec![Outcome::CommitmentAdded {
+        agent: node.name.clone(),
+        commitment: Commitment {
+            description: description.trim().to_string(),
+            assertion: assertion.trim().to_string(),
+            needs_signoff,
+            signed_off_by: None,
+            last_check: None,
+        },
+    }]))
+}
+
+fn approve(
+    state: &TavernState,
+    actor: &Actor,
+    agent: &str,
+    number: usize,
+    env: &mut DecideEnv<'_>,
+) -> Result<Decision> {
+    let Actor::User(user) = actor else {
+        return Err(DomainError::NotAllowed(
+            "only a person can sign off a commitment".into(),
+        ));
+    };
+    let node = live(state, agent)?;
+    let count = node.commitments.len();
+    let index = number
+        .checked_sub(1)
+        .filter(|i| *i < count)
+        .ok_or(DomainError::NoSuchCommitment {
+            agent: node.name.clone(),
+            number,
+            count,
+        })?;
+    if !node.commitments[index].needs_signoff {
+        return Err(DomainError::NotAllowed(format!(
+            "{}'s commitment #{number} does not need a sign-off; its assertion decides",
+            node.name
+        )));
+    }
+    let mut outcomes = vec![Outcome::CommitmentSignedOff {
+        agent: node.name.clone(),
+        index,
+        by: user.clone(),
+    }];
+    if node.state == AgentState::Verifying {
+        // The last missing sign-off of an agent whose checks already passed completes it.
+        let mut after = node.commitments.clone();
+        after[index].signed_off_by = Some(user.clone());
+        if after.iter().all(Commitment::satisfied) {
+            outcomes.extend(complete(state, node, env)?);
+        }
+    }
+    Ok(Decision::done(outcomes))
+}
+
+/// Moves a verifying agent to Done, tells its parent, and dismisses drones.
+fn complete(
+    state: &TavernState,
+    node: &AgentNode,
+    env: &mut DecideEnv<'_>,
+) -> Result<Vec<Outcome>> {
+    let mut outcomes = vec![transition(
+        node,
+        AgentState::Done,
+        Some("every commitment passed".into()),
+    )?];
+    let n = node.commitments.len();
+    outcomes.extend(tell_parent(
+        state,
+        &Actor::Tavern,
+        node,
+        format!("{} is Done: {n}/{n} commitments pass.", node.name),
+        env,
+    ));
+    if registry::plugin(node.kind).policy().dismiss_when_done {
+        outcomes.push(Outcome::StateChanged {
+            agent: node.name.clone(),
+            from: AgentState::Done,
+            to: AgentState::DismissedReaped,
+            reason: Some(format!("a {} ends itself once done", node.kind)),
+        });
+    }
+    Ok(outcomes)
+}
+
+/// A notice to the node's parent, unless the parent is the one who acted (it already knows).
+fn tell_parent(
+    state: &TavernState,
+    actor: &Actor,
+    node: &AgentNode,
+    text: String,
+    env: &mut DecideEnv<'_>,
+) -> Vec<Outcome> {
+    let Some(parent) = node.parent.as_deref().and_then(|p| state.agent(p)) else {
+        return Vec::new();
+    };
+    if parent.state.is_dead() || matches!(actor, Actor::Agent(a) if a.eq_ignore_ascii_case(&parent.name))
+    {
+        return Vec::new();
+    }
+    vec![message(
+        env,
+        Party::Tavern,
+        Party::Agent(parent.name.clone()),
+        MessageKind::Notice,
+        text,
+    )]
+}
+
+/// What happens to an agent's live descendants when it dies: Done ones are dismissed, the rest reaped.
+fn cascade(state: &TavernState, root: &str, reason: &str) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for name in state.descendants(root) {
+        let Some(node) = state.agent(&name) else {
+            continue;
+        };
+        let reason = Some(reason.to_string());
+        match node.state {
+            AgentState::FailedReaped | AgentState::DismissedReaped => {}
+            AgentState::Done => outcomes.push(Outcome::StateChanged {
+                agent: node.name.clone(),
+                from: AgentState::Done,
+                to: AgentState::DismissedReaped,
+                reason,
+            }),
+            AgentState::Summoned => {
+                // Summoned has one way out (to Working), so a reaped Summoned agent passes through it.
+                outcomes.push(Outcome::StateChanged {
+                    agent: node.name.clone(),
+                    from: AgentState::Summoned,
+                    to: AgentState::Working,
+                    reason: reason.clone(),
+                });
+                outcomes.push(Outcome::StateChanged {
+                    agent: node.name.clone(),
+                    from: AgentState::Working,
+                    to: AgentState::FailedReaped,
+                    reason,
+                });
+            }
+            live => outcomes.push(Outcome::StateChanged {
+                agent: node.name.clone(),
+                from: live,
+                to: AgentState::FailedReaped,
+                reason,
+            }),
+        }
+    }
+    outcomes
+}
+
+fn reap(
+    state: &TavernState,
+    actor: &Actor,
+    node: &AgentNode,
+    reason: &str,
+    env: &mut DecideEnv<'_>,
+) -> Result<Vec<Outcome>> {
+    if node.kind == AgentKind::Jake {
+        return Err(DomainError::NotAllowed(
+            "Jake cannot be reaped: he is the root, and there is exactly one".into(),
+        ));
+    }
+    let why = if reason.trim().is_empty() {
+        format!("reaped by {actor}")
+    } else {
+        reason.trim().to_string()
+    };
+    let mut outcomes = Vec::new();
+    if node.state == AgentState::Summoned {
+        outcomes.push(transition(node, AgentState::Working, Some(why.clone()))?);
+        outcomes.push(Outcome::StateChanged {
+            agent: node.name.clone(),
+            from: AgentState::Working,
+            to: AgentState::FailedReaped,
+            reason: Some(why.clone()),
+        });
+    } else {
+        outcomes.push(transition(node, AgentState::FailedReaped, Some(why.clone()))?);
+    }
+    outcomes.extend(cascade(
+        state,
+        &node.name,
+        &format!("{} was reaped", node.name),
+    ));
+    outcomes.extend(tell_parent(
+        state,
+        actor,
+        node,
+        format!("{} was reaped: {why}", node.name),
+        env,
+    ));
+    Ok(outcomes)
+}
+
+fn set_modes(
+    state: &TavernState,
+    actor: &Actor,
+    agent: &str,
+    patch: &ModesPatch,
+    env: &mut DecideEnv<'_>,
+) -> Result<Decision> {
+    let node = live(state, agent)?;
+    may_act_on(state, actor, node, "change the modes of")?;
+    if patch.user_present.is_some() && !matches!(actor, Actor::User(_)) {
+        return Err(DomainError::NotAllowed(
+            "only a person joining or leaving changes whether a person is present".into(),
+        ));
+    }
+    let modes = patch.applied_to(node.modes);
+    let task_mode = patch.task_mode.unwrap_or(node.task_mode);
+    let mut outcomes = vec![Outcome::ModesChanged {
+        agent: node.name.clone(),
+        modes,
+        task_mode,
+    }];
+    if let (Some(present), Actor::User(user)) = (patch.user_present, actor) {
+        if present != node.modes.user_present {
+            let text = if present {
+                format!("@{user} joined the conversation.")
+            } else {
+                format!("@{user} left the conversation.")
+            };
+            outcomes.push(message(
+                env,
+                Party::Tavern,
+                Party::Agent(node.name.clone()),
+                MessageKind::Presence,
+                text,
+            ));
+        }
+    }
+    Ok(Decision::done(outcomes))
+}
+
+fn ask_user(
+    state: &TavernState,
+    actor: &Actor,
+    agent: &str,
+    question: &str,
+    class: QuestionClass,
+    env: &mut DecideEnv<'_>,
+) -> Result<Decision> {
+    let node = live(state, agent)?;
+    if !matches!(actor, Actor::Agent(a) if a.eq_ignore_ascii_case(&node.name)) {
+        return Err(DomainError::NotAllowed(format!(
+            "only {} can ask its own questions",
+            node.name
+        )));
+    }
+    if question.trim().is_empty() {
+        return Err(DomainError::Empty("the question"));
+    }
+    let change = transition(node, AgentState::WaitingForInput, Some("asked a question".into()))?;
+    // The question bubbles up the tree to the person who asked for the work; each ancestor it passed
+    // is recorded, so the person sees the chain and each level could later handle or transform it.
+    let via = state.ancestors(&node.name);
+    let to = node
+        .requester
+        .clone()
+        .or_else(|| node.last_human.clone())
+        .map(Party::User)
+        .unwrap_or(Party::Tavern);
+    let Outcome::MessagePosted(mut msg) = message(
+        env,
+        Party::Agent(node.name.clone()),
+        to,
+        MessageKind::Question { class },
+        question.trim().to_string(),
+    ) else {
+        unreachable!("message() always builds MessagePosted")
+    };
+    msg.via = via;
+    Ok(Decision::done(vec![change, Outcome::MessagePosted(msg)]))
+}
+
+fn take_turn(state: &TavernState, actor: &Actor, agent: &str) -> Result<Decision> {
+    let node = live(state, agent)?;
+    if !matches!(actor, Actor::Agent(a) if a.eq_ignore_ascii_case(&node.name)) {
+        return Err(DomainError::NotAllowed(format!(
+            "only {} takes its own turns",
+            node.name
+        )));
+    }
+    let mut outcomes = Vec::new();
+    match node.state {
+        AgentState::Working => {}
+        AgentState::Summoned | AgentState::WaitingForInput | AgentState::WaitingForWakeup => {
+            outcomes.push(transition(
+                node,
+                AgentState::Working,
+                Some("new input".into()),
+            )?);
+        }
+        other => {
+            return Err(DomainError::NotAllowed(format!(
+                "{} is {other} and takes no turns now",
+                node.name
+            )))
+        }
+    }
+    outcomes.push(Outcome::InboxRead {
+        agent: node.name.clone(),
+        from: node.read_upto,
+        upto: node.inbox.len(),
+    });
+    Ok(Decision {
+        outcomes,
+        continues: true,
+    })
+}
+
+fn restart_agent(
+    state: &TavernState,
+    agent: &str,
+    reason: &str,
+    env: &mut DecideEnv<'_>,
+) -> Result<Decision> {
+    let node = live(state, agent)?;
+    let attempt = node.restarts + 1;
+    if attempt > env.max_restarts {
+        let why = format!(
+            "its task failed {attempt} times (limit {}); last failure: {reason}",
+            env.max_restarts
+        );
+        return Ok(Decision::done(reap(state, &Actor::Tavern, node, &why, env)?));
+    }
+    Ok(Decision::done(vec![Outcome::TaskRestarted {
+        agent: node.name.clone(),
+        attempt,
+    }]))
+}
+
+/// The outcomes of a verification: each check, then Done, a wait for sign-off, or back to Working with
+/// a gap report. Returns `None` when the agent is no longer Verifying (it was reaped meanwhile).
+pub fn verification_verdict(
+    state: &TavernState,
+    agent: &str,
+    checks: Vec<CheckSummary>,
+    env: &mut DecideEnv<'_>,
+) -> Option<Vec<Outcome>> {
+    let node = state.agent(agent)?;
+    let mut outcomes: Vec<Outcome> = checks
+        .iter()
+        .enumerate()
+        .map(|(index, check)| Outcome::CommitmentChecked {
+            agent: node.name.clone(),
+            index,
+            check: check.clone(),
+        })
+        .collect();
+    if node.state != AgentState::Verifying {
+        return None;
+    }
+    let failures: Vec<(usize, &CheckSummary)> = checks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.passed)
+        .collect();
+    if node.commitments.is_empty() || !failures.is_empty() {
+        let report = gap_report(node, &failures);
+        outcomes.push(Outcome::StateChanged {
+            agent: node.name.clone(),
+            from: AgentState::Verifying,
+            to: AgentState::Working,
+            reason: Some("verification failed".into()),
+        });
+        outcomes.push(message(
+            env,
+            Party::Tavern,
+            Party::Agent(node.name.clone()),
+            MessageKind::Notice,
+            report.clone(),
+        ));
+        outcomes.extend(tell_parent(
+            state,
+            &Actor::Tavern,
+            node,
+            format!("{} went back to Working. {report}", node.name),
+            env,
+        ));
+        return Some(outcomes);
+    }
+    let unsigned: Vec<usize> = node
+        .commitments
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.needs_signoff && c.signed_off_by.is_none())
+        .map(|(i, _)| i + 1)
+        .collect();
+    if unsigned.is_empty() {
+        // `complete` only fails on an illegal transition, and the agent is Verifying here.
+        outcomes.extend(complete(state, node, env).unwrap_or_default());
+    } else {
+        let to = node
+            .requester
+            .clone()
+            .map(Party::User)
+            .unwrap_or(Party::Tavern);
+        let list = unsigned
+            .iter()
+            .map(|n| format!("#{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        outcomes.push(message(
+            env,
+            Party::Tavern,
+            to,
+            MessageKind::Question {
+                class: QuestionClass::Quick,
+            },
+            format!(
+                "{}'s checks pass; commitment {list} needs your sign-off (/approve {} N).",
+                node.name, node.name
+            ),
+        ));
+    }
+    Some(outcomes)
+}
+
+/// The gap report: which assertions failed, their exit codes and the end of their output.
+pub fn gap_report(node: &AgentNode, failures: &[(usize, &CheckSummary)]) -> String {
+    if node.commitments.is_empty() {
+        return "Gap report: no commitments. Add at least one commitment with a shell assertion \
+                before signalling done; Tavern verifies work only by running assertions."
+            .to_string();
+    }
+    let mut report = format!(
+        "Gap report: {} of {} commitments failed.",
+        failures.len(),
+        node.commitments.len()
+    );
+    for (index, check) in failures {
+        let commitment = &node.commitments[*index];
+        let how = if check.timed_out {
+            "timed out and was killed".to_string()
+        } else {
+            match check.exit_code {
+                Some(code) => format!("exit code {code}"),
+                None => "killed by a signal".to_string(),
+            }
+        };
+        report.push_str(&format!(
+            "\n#{} {} — `{}`: {how}",
+            index + 1,
+            commitment.description,
+            commitment.assertion
+        ));
+        let tail = check.output_tail.trim_end();
+        if !tail.is_empty() {
+            report.push_str(&format!("\n  output: {}", tail.replace('\n', "\n  ")));
+        }
+    }
+    report
+}
+
+/// The outcomes that end a turn: the reply posted to the agent's conversation.
+pub fn finish_turn(
+    state: &TavernState,
+    agent: &str,
+    reply_text: &str,
+    env: &mut DecideEnv<'_>,
+) -> Vec<Outcome> {
+    let Some(node) = state.agent(agent) else {
+        return Vec::new();
+    };
+    if reply_text.trim().is_empty() {
+        return Vec::new();
+    }
+    // An agent speaks in its own conversation, which the person who asked for its work reads.
+    let to = node
+        .requester
+        .clone()
+        .or_else(|| node.last_human.clone())
+        .map(Party::User)
+        .unwrap_or(Party::Tavern);
+    vec![message(
+        env,
+        Party::Agent(node.name.clone()),
+        to,
+        MessageKind::Chat,
+        reply_text.to_string(),
+    )]
+}

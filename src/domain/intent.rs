@@ -1,0 +1,284 @@
+//! Intents: what a person, an agent or Tavern asks for. Imperative, recorded before they run.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use tavern_plugin_api::{
+    AgentKind, BroadcastScope, Expert, Modes, QuestionClass, RestartStrategy, TaskMode,
+};
+
+/// Who asked for an intent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    /// A person, by their surface's user name.
+    User(String),
+    /// An agent, by name.
+    Agent(String),
+    /// Tavern itself (startup, verification, supervision).
+    Tavern,
+    /// Somebody edited a file under `.tavern/` outside Tavern.
+    File,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::User(name) => write!(f, "@{name}"),
+            Actor::Agent(name) => f.write_str(name),
+            Actor::Tavern => f.write_str("tavern"),
+            Actor::File => f.write_str("file-edit"),
+        }
+    }
+}
+
+/// Summon a new agent under `parent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summon {
+    /// The parent's name.
+    pub parent: String,
+    /// What the agent is to do. Without one, the agent waits, Summoned, for its first message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<String>,
+    /// Its type.
+    pub kind: AgentKind,
+    /// An expert prompt for a mortal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert: Option<Expert>,
+    /// A chosen name; otherwise the next from the tavern's naming theme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A model spec; otherwise the parent's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// A change of mode flags; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModesPatch {
+    /// New backgrounded flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backgrounded: Option<bool>,
+    /// New perseverance flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perseverance: Option<bool>,
+    /// New user-present flag (only people's actions toggle it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_present: Option<bool>,
+    /// New task mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_mode: Option<TaskMode>,
+}
+
+impl ModesPatch {
+    /// The modes after the patch.
+    pub fn applied_to(&self, modes: Modes) -> Modes {
+        Modes {
+            backgrounded: self.backgrounded.unwrap_or(modes.backgrounded),
+            perseverance: self.perseverance.unwrap_or(modes.perseverance),
+            user_present: self.user_present.unwrap_or(modes.user_present),
+        }
+    }
+}
+
+/// Everything that can be asked of Tavern. The set is closed; each variant is matched exhaustively.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Intent {
+    /// Open a new tavern: create Jake, the root. Appended once, on first start.
+    OpenTavern {
+        /// The naming theme for agents' names.
+        theme: String,
+    },
+    /// Summon an agent.
+    Summon(Summon),
+    /// Send a message to one agent; the sender is the actor.
+    SendMessage {
+        /// The recipient's name (`parent` resolves to the sender's parent).
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// Send a message to every live agent in a scope around the sending agent.
+    Broadcast {
+        /// Who receives it.
+        scope: BroadcastScope,
+        /// The text.
+        text: String,
+    },
+    /// Add a commitment to an agent.
+    AddCommitment {
+        /// The agent.
+        agent: String,
+        /// What is promised.
+        description: String,
+        /// The shell assertion (exit 0 = pass).
+        assertion: String,
+        /// Whether a person must sign it off.
+        #[serde(default)]
+        needs_signoff: bool,
+    },
+    /// Signal that an agent is done: it moves to Verifying and Tavern runs every assertion.
+    SignalDone {
+        /// The agent.
+        agent: String,
+    },
+    /// A person signs off a commitment that needs it.
+    Approve {
+        /// The agent.
+        agent: String,
+        /// The commitment's number, 1-based as people see it.
+        commitment: usize,
+    },
+    /// Dismiss a Done agent (and its subtree).
+    Dismiss {
+        /// The agent.
+        agent: String,
+    },
+    /// Stop an agent now: it and its live subtree become FailedReaped.
+    Reap {
+        /// The agent.
+        agent: String,
+        /// Why, for the record and the parent.
+        reason: String,
+    },
+    /// Change an agent's mode flags or task mode.
+    SetModes {
+        /// The agent.
+        agent: String,
+        /// The changes.
+        patch: ModesPatch,
+    },
+    /// Replace an agent's description.
+    SetDescription {
+        /// The agent.
+        agent: String,
+        /// The new description.
+        text: String,
+    },
+    /// Set how an agent, as a parent, restarts its children's failed tasks.
+    SetRestartStrategy {
+        /// The agent.
+        agent: String,
+        /// The strategy.
+        strategy: RestartStrategy,
+    },
+    /// An agent asks the person who asked for its work a question and waits for the answer.
+    AskUser {
+        /// The asking agent.
+        agent: String,
+        /// The question.
+        question: String,
+        /// Quick or deep.
+        class: QuestionClass,
+    },
+    /// An agent takes a turn: its new inputs go to its model and its tool calls run.
+    TakeTurn {
+        /// The agent.
+        agent: String,
+    },
+    /// Tavern restarts an agent's task after it failed.
+    RestartAgent {
+        /// The agent.
+        agent: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A person edited a document under `.tavern/` outside Tavern.
+    EditDocument {
+        /// The document's path relative to `.tavern/`.
+        path: String,
+        /// Its new content (`None` if the file was deleted).
+        content: Option<String>,
+    },
+}
+
+impl Intent {
+    /// The snake_case name of the intent, for listings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Intent::OpenTavern { .. } => "open_tavern",
+            Intent::Summon(_) => "summon",
+            Intent::SendMessage { .. } => "send_message",
+            Intent::Broadcast { .. } => "broadcast",
+            Intent::AddCommitment { .. } => "add_commitment",
+            Intent::SignalDone { .. } => "signal_done",
+            Intent::Approve { .. } => "approve",
+            Intent::Dismiss { .. } => "dismiss",
+            Intent::Reap { .. } => "reap",
+            Intent::SetModes { .. } => "set_modes",
+            Intent::SetDescription { .. } => "set_description",
+            Intent::SetRestartStrategy { .. } => "set_restart_strategy",
+            Intent::AskUser { .. } => "ask_user",
+            Intent::TakeTurn { .. } => "take_turn",
+            Intent::RestartAgent { .. } => "restart_agent",
+            Intent::EditDocument { .. } => "edit_document",
+        }
+    }
+
+    /// A one-line human summary, for `/log`.
+    pub fn summary(&self) -> String {
+        fn clip(s: &str) -> String {
+            let one_line = s.replace('\n', " ");
+            if one_line.chars().count() > 60 {
+                format!("{}…", one_line.chars().take(59).collect::<String>())
+            } else {
+                one_line
+            }
+        }
+        match self {
+            Intent::OpenTavern { theme } => format!("open tavern (theme {theme})"),
+            Intent::Summon(s) => {
+                let kind = match s.expert {
+                    Some(e) => format!("{}/{}", s.kind, e),
+                    None => s.kind.to_string(),
+                };
+                format!(
+                    "summon {kind} under {}: {}",
+                    s.parent,
+                    clip(s.assignment.as_deref().unwrap_or("(no assignment)"))
+                )
+            }
+            Intent::SendMessage { to, text } => format!("message to {to}: {}", clip(text)),
+            Intent::Broadcast { scope, text } => format!("broadcast to {scope:?}: {}", clip(text)),
+            Intent::AddCommitment {
+                agent,
+                description,
+                assertion,
+                ..
+            } => format!(
+                "commit {agent}: {} -- {}",
+                clip(description),
+                clip(assertion)
+            ),
+            Intent::SignalDone { agent } => format!("done {agent}"),
+            Intent::Approve { agent, commitment } => format!("approve {agent} #{commitment}"),
+            Intent::Dismiss { agent } => format!("dismiss {agent}"),
+            Intent::Reap { agent, reason } => format!("reap {agent}: {}", clip(reason)),
+            Intent::SetModes { agent, patch } => format!("set modes of {agent}: {patch:?}"),
+            Intent::SetDescription { agent, text } => {
+                format!("describe {agent}: {}", clip(text))
+            }
+            Intent::SetRestartStrategy { agent, strategy } => {
+                format!("restart strategy of {agent}: {strategy:?}")
+            }
+            Intent::AskUser {
+                agent,
+                question,
+                class,
+            } => format!("{agent} asks {}: {}", class.tag(), clip(question)),
+            Intent::TakeTurn { agent } => format!("turn of {agent}"),
+            Intent::RestartAgent { agent, reason } => {
+                format!("restart {agent}: {}", clip(reason))
+            }
+            Intent::EditDocument { path, content } => match content {
+                Some(_) => format!("file edited: {path}"),
+                None => format!("file deleted: {path}"),
+            },
+        }
+    }
+
+    /// Intents whose execution continues after the entry is appended (they write later updates).
+    pub fn is_long_running(&self) -> bool {
+        matches!(self, Intent::SignalDone { .. } | Intent::TakeTurn { .. })
+    }
+}

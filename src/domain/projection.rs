@@ -1,0 +1,451 @@
+//! The projection: the documents under `.tavern/` that the state implies, and edits made to them.
+//!
+//! The log records intents and outcomes; these documents are what agents, people and tools read. Every
+//! document is rendered from the state alone, so re-projecting after a crash repairs whatever the crash
+//! left behind. A person may edit an agent's description and notes in its file; Tavern records the edit
+//! as an intent. Everything else in the files is managed by Tavern and an edit to it is refused (the
+//! refused text stays in the log) and the file restored.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::Path;
+use tavern_plugin_api::{Commitment, Modes, RestartStrategy, TaskMode};
+
+use super::decide::{Decision, DomainError};
+use super::outcome::{Message, MessageKind, Outcome, Party};
+use super::state::{AgentNode, TavernState};
+use crate::blackboard::{front_matter, Collection, DocId, DocName};
+
+/// The front matter of an agent's document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFront {
+    /// The agent's id (its name).
+    pub id: String,
+    /// `jake`, `mortal`, `drone` or `monitor`.
+    pub kind: String,
+    /// The expert prompt, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert: Option<String>,
+    /// The parent's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The lifecycle state (snake_case).
+    pub state: String,
+    /// The assignment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<String>,
+    /// The model spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The person who asked for the work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// How it restarts its children.
+    pub restart_strategy: RestartStrategy,
+    /// Its task mode.
+    pub task_mode: TaskMode,
+    /// Its children's names.
+    #[serde(default)]
+    pub children: Vec<String>,
+    /// When it was summoned (unix ms).
+    pub created: u64,
+    /// When it last changed (unix ms).
+    pub updated: u64,
+    /// Mode flags.
+    pub modes: Modes,
+    /// Commitments.
+    #[serde(default)]
+    pub commitments: Vec<Commitment>,
+}
+
+/// The front matter of a message's document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageFront {
+    /// The message id.
+    pub id: String,
+    /// The sender: `@person`, an agent's name, or `tavern`.
+    pub from: String,
+    /// The recipient, spelled the same way.
+    pub to: String,
+    /// When (unix ms).
+    pub ts: u64,
+    /// `chat`, `question`, `notice` or `presence`.
+    pub kind: String,
+    /// For questions: `quick` or `deep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// For questions: the agents it bubbled through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
+}
+
+/// The front matter of a work item (one per assignment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkFront {
+    /// The agent doing the work.
+    pub agent: String,
+    /// `pending`, `done` or `failed`.
+    pub status: String,
+    /// Who asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// When it was created (unix ms).
+    pub created: u64,
+    /// When it last changed (unix ms).
+    pub updated: u64,
+}
+
+const DESCRIPTION_HEADING: &str = "## Description\n";
+const NOTES_HEADING: &str = "\n## Notes\n";
+
+fn doc_id(collection: Collection, name: &str) -> Option<DocId> {
+    DocName::new(name).ok().map(|name| DocId { collection, name })
+}
+
+/// The agent's document id.
+pub fn agent_doc_id(name: &str) -> Option<DocId> {
+    doc_id(Collection::Agents, name)
+}
+
+/// The front matter the node projects to.
+pub fn agent_front(node: &AgentNode) -> AgentFront {
+    AgentFront {
+        id: node.name.clone(),
+        kind: node.kind.to_string(),
+        expert: node.expert.map(|e| e.to_string()),
+        parent: node.parent.clone(),
+        state: node.state.as_str().to_string(),
+        assignment: node.assignment.clone(),
+        model: node.model.clone(),
+        requester: node.requester.clone(),
+        restart_strategy: node.restart,
+        task_mode: node.task_mode,
+        children: node.children.clone(),
+        created: node.created,
+        updated: node.updated,
+        modes: node.modes,
+        commitments: node.commitments.clone(),
+    }
+}
+
+fn agent_body(description: &str, notes: &str) -> String {
+    format!(
+        "{DESCRIPTION_HEADING}{}\n{NOTES_HEADING}{}\n",
+        description.trim_end(),
+        notes.trim_end()
+    )
+}
+
+/// Splits an agent document's body into its description and notes.
+pub fn split_agent_body(body: &str) -> (String, String) {
+    let rest = body.strip_prefix(DESCRIPTION_HEADING).unwrap_or(body);
+    match rest.find(NOTES_HEADING) {
+        Some(at) => (
+            rest[..at].trim_end().to_string(),
+            rest[at + NOTES_HEADING.len()..].trim_end().to_string(),
+        ),
+        None => (rest.trim_end().to_string(), String::new()),
+    }
+}
+
+/// Renders an agent's document.
+pub fn agent_doc(node: &AgentNode) -> String {
+    render(&agent_front(node), &agent_body(&node.description, &node.notes))
+}
+
+fn render<F: Serialize>(front: &F, body: &str) -> String {
+    // Rendering plain data structures to TOML cannot fail (no maps with non-string keys, no NaN), so an
+    // error here is a bug; fall back to the body alone rather than losing the document.
+    front_matter::render(front, body).unwrap_or_else(|e| {
+        tracing::error!("could not render front matter: {e}");
+        body.to_string()
+    })
+}
+
+fn party(p: &Party) -> String {
+    p.to_string()
+}
+
+/// Renders a message's document.
+pub fn message_doc(message: &Message) -> String {
+    let (kind, class) = match message.kind {
+        MessageKind::Chat => ("chat", None),
+        MessageKind::Question { class } => (
+            "question",
+            Some(match class {
+                tavern_plugin_api::QuestionClass::Quick => "quick".to_string(),
+                tavern_plugin_api::QuestionClass::Deep => "deep".to_string(),
+            }),
+        ),
+        MessageKind::Notice => ("notice", None),
+        MessageKind::Presence => ("presence", None),
+    };
+    let front = MessageFront {
+        id: message.id.clone(),
+        from: party(&message.from),
+        to: party(&message.to),
+        ts: message.ts,
+        kind: kind.to_string(),
+        class,
+        via: message.via.clone(),
+    };
+    render(&front, &format!("{}\n", message.text.trim_end()))
+}
+
+/// The message's document id.
+pub fn message_doc_id(message: &Message) -> Option<DocId> {
+    doc_id(Collection::Messages, &message.id)
+}
+
+/// Where the agent's work item lives now and its content, if it has an assignment.
+pub fn work_doc(node: &AgentNode) -> Option<(DocId, String)> {
+    use tavern_plugin_api::AgentState::*;
+    let assignment = node.assignment.as_ref()?;
+    let (collection, status) = match node.state {
+        Done | DismissedReaped => (Collection::WorkCompleted, "done"),
+        FailedReaped => (Collection::WorkCompleted, "failed"),
+        _ => (Collection::WorkPending, "pending"),
+    };
+    let front = WorkFront {
+        agent: node.name.clone(),
+        status: status.to_string(),
+        requester: node.requester.clone(),
+        created: node.created,
+        updated: node.updated,
+    };
+    let id = doc_id(collection, &node.name)?;
+    Some((id, render(&front, &format!("{}\n", assignment.trim_end()))))
+}
+
+/// A document to write, or to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocWrite {
+    /// Write this content.
+    Put(DocId, String),
+    /// Remove the document if present.
+    Remove(DocId),
+}
+
+/// The documents touched by these outcomes, rendered from the current state.
+pub fn documents_for(state: &TavernState, outcomes: &[Outcome]) -> Vec<DocWrite> {
+    let mut agents = BTreeSet::new();
+    let mut messages = BTreeSet::new();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::AgentSummoned(new) => {
+                agents.insert(new.name.to_lowercase());
+                if let Some(parent) = &new.parent {
+                    agents.insert(parent.to_lowercase());
+                }
+            }
+            Outcome::StateChanged { agent, .. }
+            | Outcome::CommitmentAdded { agent, .. }
+            | Outcome::CommitmentChecked { agent, .. }
+            | Outcome::CommitmentSignedOff { agent, .. }
+            | Outcome::ModesChanged { agent, .. }
+            | Outcome::DescriptionChanged { agent, .. }
+            | Outcome::NotesChanged { agent, .. }
+            | Outcome::RestartStrategyChanged { agent, .. } => {
+                agents.insert(agent.to_lowercase());
+            }
+            Outcome::MessagePosted(message) => {
+                messages.insert(message.id.clone());
+            }
+            Outcome::TavernOpened { .. }
+            | Outcome::InboxRead { .. }
+            | Outcome::InboxRewound { .. }
+            | Outcome::ModelReplied { .. }
+            | Outcome::ToolCalled { .. }
+            | Outcome::TaskRestarted { .. }
+            | Outcome::DocumentEditRecorded { .. } => {}
+        }
+    }
+    let mut writes = Vec::new();
+    for key in agents {
+        if let Some(node) = state.agents.get(&key) {
+            writes.extend(agent_writes(node));
+        }
+    }
+    if !messages.is_empty() {
+        // Messages touched by one intent are the latest ones, so search from the end.
+        for message in state.messages.iter().rev() {
+            if messages.remove(&message.id) {
+                if let Some(id) = message_doc_id(message) {
+                    writes.push(DocWrite::Put(id, message_doc(message)));
+                }
+            }
+            if messages.is_empty() {
+                break;
+            }
+        }
+    }
+    writes
+}
+
+fn agent_writes(node: &AgentNode) -> Vec<DocWrite> {
+    let mut writes = Vec::new();
+    if let Some(id) = agent_doc_id(&node.name) {
+        writes.push(DocWrite::Put(id, agent_doc(node)));
+    }
+    if let Some((id, content)) = work_doc(node) {
+        let other = match id.collection {
+            Collection::WorkPending => Collection::WorkCompleted,
+            _ => Collection::WorkPending,
+        };
+        writes.push(DocWrite::Put(id, content));
+        if let Some(stale) = doc_id(other, &node.name) {
+            writes.push(DocWrite::Remove(stale));
+        }
+    }
+    writes
+}
+
+/// Every document the state implies (for re-projection at startup).
+pub fn all_documents(state: &TavernState) -> Vec<DocWrite> {
+    let mut writes = Vec::new();
+    for node in state.agents_in_order() {
+        writes.extend(agent_writes(node));
+    }
+    for message in &state.messages {
+        if let Some(id) = message_doc_id(message) {
+            writes.push(DocWrite::Put(id, message_doc(message)));
+        }
+    }
+    writes
+}
+
+/// The document an edited path should hold according to the state, if Tavern manages that path.
+pub fn expected_content(state: &TavernState, id: &DocId) -> Option<String> {
+    match id.collection {
+        Collection::Agents => state.agent(id.name.as_str()).map(agent_doc),
+        Collection::Messages => state
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.id == id.name.as_str())
+            .map(message_doc),
+        Collection::WorkPending | Collection::WorkCompleted => state
+            .agent(id.name.as_str())
+            .and_then(work_doc)
+            .filter(|(doc, _)| doc == id)
+            .map(|(_, content)| content),
+        Collection::Prompts => None,
+    }
+}
+
+/// Decides an edit made to a file outside Tavern.
+pub(super) fn decide_edit(
+    state: &TavernState,
+    path: &str,
+    content: Option<&str>,
+) -> Result<Decision, DomainError> {
+    let edit_error = |reason: String| DomainError::Edit {
+        path: path.to_string(),
+        reason,
+    };
+    let id = DocId::from_relative_path(Path::new(path))
+        .ok_or_else(|| edit_error("not a Tavern document".to_string()))?;
+    let recorded = || {
+        Ok(Decision {
+            outcomes: vec![Outcome::DocumentEditRecorded {
+                path: path.to_string(),
+            }],
+            continues: false,
+        })
+    };
+    if id.collection == Collection::Prompts {
+        // Prompt overrides are read from their files when a turn starts; the log keeps the audit trail.
+        return recorded();
+    }
+    let expected = expected_content(state, &id);
+    if content.is_some() && content.map(str::to_string) == expected {
+        return recorded();
+    }
+    match id.collection {
+        Collection::Agents => {}
+        Collection::Messages => {
+            return Err(edit_error(
+                "messages are records and cannot be changed; post a new message instead. Tavern restored the file."
+                    .to_string(),
+            ))
+        }
+        _ => {
+            return Err(edit_error(
+                "work items follow their agent's state and cannot be edited. Tavern restored the file."
+                    .to_string(),
+            ))
+        }
+    }
+    let node = state.agent(id.name.as_str()).ok_or_else(|| {
+        edit_error(
+            "no agent has this name; agents are created by summoning, not by adding files".into(),
+        )
+    })?;
+    let Some(content) = content else {
+        return Err(edit_error(
+            "agent files cannot be deleted (dead agents keep their files). Tavern restored it from the log."
+                .to_string(),
+        ));
+    };
+    let (front, body): (AgentFront, String) = front_matter::parse(content).map_err(|e| {
+        edit_error(format!(
+            "{e}. Tavern restored the file; your text is kept in the log"
+        ))
+    })?;
+    let current = agent_front(node);
+    let mut changed = Vec::new();
+    macro_rules! cmp {
+        ($($field:ident),*) => { $( if front.$field != current.$field { changed.push(stringify!($field)); } )* };
+    }
+    cmp!(
+        id,
+        kind,
+        expert,
+        parent,
+        state,
+        assignment,
+        model,
+        requester,
+        restart_strategy,
+        task_mode,
+        children,
+        created,
+        modes,
+        commitments
+    );
+    if !changed.is_empty() {
+        return Err(edit_error(format!(
+            "{} managed by Tavern; only the description and notes may be edited in the file \
+             (use the console commands for the rest). Tavern restored the file; your text is kept in the log",
+            if changed.len() == 1 {
+                format!("the field `{}` is", changed[0])
+            } else {
+                format!("the fields `{}` are", changed.join("`, `"))
+            }
+        )));
+    }
+    let (description, notes) = split_agent_body(&body);
+    let mut outcomes = Vec::new();
+    if description != node.description.trim_end() {
+        outcomes.push(Outcome::DescriptionChanged {
+            agent: node.name.clone(),
+            text: description,
+        });
+    }
+    if notes != node.notes.trim_end() {
+        outcomes.push(Outcome::NotesChanged {
+            agent: node.name.clone(),
+            text: notes,
+        });
+    }
+    if outcomes.is_empty() {
+        return recorded();
+    }
+    Ok(Decision {
+        outcomes,
+        continues: false,
+    })
+}

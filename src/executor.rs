@@ -1,0 +1,666 @@
+//! The executor: the one path by which intents enter the log and change the tavern.
+//!
+//! [`Tavern`] is the shared handle every surface and agent task holds. Submitting an intent takes the
+//! state lock, decides the intent against the head state, queues its entry in the log (which fixes its
+//! sequence number and file position), applies it to the head state and hands it to the sequencer —
+//! all without awaiting, so file order equals apply order. The caller is acknowledged once the entry is
+//! durable; concurrent submitters share fsyncs through the log's group commit.
+//!
+//! The sequencer task then, in log order, waits for each record's durability, folds it into the
+//! *durable* state, publishes it as an [`Event`], and marks the documents it touched for the projector,
+//! which rewrites them from the durable state. So documents and events never show anything the log
+//! could still lose, and a crash can only leave documents behind the log, which re-projection at
+//! startup repairs.
+//!
+//! Two copies of the state exist for that reason: the head (ahead of the disk by at most one group
+//! commit, used to decide) and the durable one (used for reading and projection). Both sit behind std
+//! mutexes that are held only for synchronous work and never across an await.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::blackboard::{DocId, DocStore};
+use crate::domain::{
+    decide, projection, Actor, DecideEnv, DomainError, Intent, Outcome, TavernSchema, TavernState,
+};
+use crate::log::{Cause, Entry, EntryDraft, Log, LogError, Millis, Record, Seq, Status, Ticket, Update};
+
+/// The current wall-clock time in milliseconds.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Settings the executor needs, resolved from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The project directory; assertions run here.
+    pub project: PathBuf,
+    /// The default model spec, as text, for agents summoned without one.
+    pub default_model: Option<String>,
+    /// Task restarts before an agent is reaped.
+    pub max_restarts: u32,
+    /// One assertion's timeout.
+    pub verify_timeout: Duration,
+    /// Bytes of assertion output kept.
+    pub output_limit: usize,
+}
+
+/// A durable record, as published to subscribers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The entry's sequence number.
+    pub seq: Seq,
+    /// Who asked (present on the entry's first record).
+    pub actor: Option<Actor>,
+    /// What was asked (present on the entry's first record).
+    pub intent: Option<Intent>,
+    /// The entry's status after this record.
+    pub status: Status,
+    /// The outcomes this record added.
+    pub outcomes: Vec<Outcome>,
+    /// The error this record carries.
+    pub error: Option<String>,
+}
+
+/// What became of a submitted intent. Either way it is in the log under `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Receipt {
+    /// It was decided and its first outcomes are durable.
+    Accepted {
+        /// Its sequence number.
+        seq: Seq,
+        /// What it did right away.
+        outcomes: Vec<Outcome>,
+        /// Whether it goes on running (verification, a turn).
+        continues: bool,
+    },
+    /// It was refused; the refusal is recorded.
+    Rejected {
+        /// Its sequence number.
+        seq: Seq,
+        /// Why.
+        error: DomainError,
+    },
+}
+
+impl Receipt {
+    /// The entry's sequence number.
+    pub fn seq(&self) -> Seq {
+        match self {
+            Receipt::Accepted { seq, .. } | Receipt::Rejected { seq, .. } => *seq,
+        }
+    }
+}
+
+/// An infrastructure failure of the executor (as opposed to a refused intent).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExecError {
+    /// The log could not be written; nothing after the failure was acknowledged.
+    #[error("{0}")]
+    Log(Arc<LogError>),
+    /// Tavern is shutting down and takes no new intents.
+    #[error("Tavern is shutting down and takes no new requests")]
+    ShuttingDown,
+}
+
+impl From<LogError> for ExecError {
+    fn from(e: LogError) -> Self {
+        ExecError::Log(Arc::new(e))
+    }
+}
+
+/// A record on its way through the sequencer.
+struct Job {
+    ticket: Ticket,
+    record: Record<TavernSchema>,
+    event: Event,
+    done: oneshot::Sender<Result<(), ExecError>>,
+}
+
+/// Work for the projector.
+enum ProjectorJob {
+    /// Rewrite the documents these outcomes touched.
+    Outcomes(Vec<Outcome>),
+    /// Rewrite these documents from the state (after a refused file edit).
+    Restore(Vec<DocId>),
+    /// Reply once everything queued before has been written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A file edit the projector found before overwriting a document, handed to the watcher's path.
+pub(crate) type ExternalEdit = (DocId, Option<String>);
+
+struct Inner {
+    head: Mutex<TavernState>,
+    durable: Mutex<TavernState>,
+    log: Log<TavernSchema>,
+    store: Arc<dyn DocStore>,
+    jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    projector: mpsc::UnboundedSender<ProjectorJob>,
+    events: broadcast::Sender<Arc<Event>>,
+    /// Hashes of the content this process last wrote per document, so the watcher can tell Tavern's own
+    /// writes from a person's.
+    written: Mutex<HashMap<DocId, u64>>,
+    settings: Settings,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    projection_errors: AtomicU64,
+    last_projection_error: Mutex<Option<String>>,
+    external_edits: mpsc::UnboundedSender<ExternalEdit>,
+}
+
+/// The shared handle to a running tavern. Cheap to clone.
+#[derive(Clone)]
+pub struct Tavern {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks would be a bug in synchronous code; the state itself is
+    // only ever changed by complete applies, so continuing with it is safe.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A fast, stable content hash for recognising our own writes.
+pub(crate) fn content_hash(content: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    content.hash(&mut h);
+    h.finish()
+}
+
+/// The background tasks of the executor, returned by [`Tavern::new`] for the caller to drive.
+pub struct ExecutorTasks {
+    sequencer: tokio::task::JoinHandle<()>,
+    projector: tokio::task::JoinHandle<()>,
+    /// Edits found by the projector, for the watcher.
+    pub external_edits: mpsc::UnboundedReceiver<ExternalEdit>,
+}
+
+impl Tavern {
+    /// Builds the executor over an opened log and store, starting from `state` (the replay of the log).
+    ///
+    /// The sequencer and projector run until [`Tavern::close`]; everything else the tavern spawns goes
+    /// into `tracker` and stops when `cancel` fires.
+    pub fn new(
+        state: TavernState,
+        log: Log<TavernSchema>,
+        store: Arc<dyn DocStore>,
+        settings: Settings,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+    ) -> (Tavern, ExecutorTasks) {
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+        let (projector_tx, projector_rx) = mpsc::unbounded_channel();
+        let (edits_tx, edits_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        let tavern = Tavern {
+            inner: Arc::new(Inner {
+                head: Mutex::new(state.clone()),
+                durable: Mutex::new(state),
+                log,
+                store,
+                jobs: Mutex::new(Some(jobs_tx)),
+                projector: projector_tx,
+                events,
+                written: Mutex::new(HashMap::new()),
+                settings,
+                tracker,
+                cancel,
+                projection_errors: AtomicU64::new(0),
+                last_projection_error: Mutex::new(None),
+                external_edits: edits_tx,
+            }),
+        };
+        let sequencer = tokio::spawn(tavern.clone().run_sequencer(jobs_rx));
+        let projector = tokio::spawn(tavern.clone().run_projector(projector_rx));
+        (
+            tavern,
+            ExecutorTasks {
+                sequencer,
+                projector,
+                external_edits: edits_rx,
+            },
+        )
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The document store.
+    pub fn store(&self) -> &Arc<dyn DocStore> {
+        &self.inner.store
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log<TavernSchema> {
+        &self.inner.log
+    }
+
+    /// The task tracker every tavern task runs in.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
+    /// The shutdown token.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// Subscribes to durable records, in log order.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Reads the durable state (everything acknowledged).
+    pub fn read<T>(&self, f: impl FnOnce(&TavernState) -> T) -> T {
+        f(&lock(&self.inner.durable))
+    }
+
+    /// Reads the head state (including records still being synced). Use for deciding what to do next.
+    pub fn read_head<T>(&self, f: impl FnOnce(&TavernState) -> T) -> T {
+        f(&lock(&self.inner.head))
+    }
+
+    /// How many document writes have failed, and the last failure.
+    pub fn projection_errors(&self) -> (u64, Option<String>) {
+        (
+            self.inner.projection_errors.load(Ordering::Relaxed),
+            lock(&self.inner.last_projection_error).clone(),
+        )
+    }
+
+    fn env_parts(&self) -> (Millis, Option<String>, u32) {
+        (
+            now_ms(),
+            self.inner.settings.default_model.clone(),
+            self.inner.settings.max_restarts,
+        )
+    }
+
+    /// Submits an intent: decides it, records it durably and applies it. Refusals are recorded too.
+    pub async fn submit(
+        &self,
+        actor: Actor,
+        intent: Intent,
+        cause: Option<Cause>,
+    ) -> Result<Receipt, ExecError> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(ExecError::ShuttingDown);
+        }
+        let (now, default_model, max_restarts) = self.env_parts();
+        let verifies = match &intent {
+            Intent::SignalDone { agent } => Some(agent.clone()),
+            _ => None,
+        };
+        let (done, receipt) = {
+            let mut head = lock(&self.inner.head);
+            let mut new_id = || uuid::Uuid::new_v4().to_string();
+            let mut env = DecideEnv {
+                now,
+                new_id: &mut new_id,
+                default_model: default_model.as_deref(),
+                max_restarts,
+            };
+            let decision = decide(&head, &actor, &intent, &mut env);
+            let (status, outcomes, error, continues) = match &decision {
+                Ok(d) if d.continues => (Status::Executing, d.outcomes.clone(), None, true),
+                Ok(d) => (Status::Executed, d.outcomes.clone(), None, false),
+                Err(e) => (Status::Failed, Vec::new(), Some(e.to_string()), false),
+            };
+            let draft = EntryDraft {
+                cause,
+                ts: now,
+                actor: actor.clone(),
+                intent: intent.clone(),
+                status,
+                outcomes: outcomes.clone(),
+                error: error.clone(),
+            };
+            let (seq, ticket) = self.inner.log.enqueue_entry(draft)?;
+            let entry = Entry {
+                seq,
+                branch: self.inner.log.branch_name().to_string(),
+                parent: seq.checked_sub(1).filter(|p| *p > 0),
+                cause,
+                ts: now,
+                actor: actor.clone(),
+                intent: intent.clone(),
+                status,
+                outcomes: outcomes.clone(),
+                error: error.clone(),
+            };
+            let record = Record::Entry(entry);
+            head.apply(&record);
+            let event = Event {
+                seq,
+                actor: Some(actor),
+                intent: Some(intent),
+                status,
+                outcomes: outcomes.clone(),
+                error,
+            };
+            let done = self.send_job(ticket, record, event)?;
+            let receipt = match decision {
+                Ok(_) => Receipt::Accepted {
+                    seq,
+                    outcomes,
+                    continues,
+                },
+                Err(error) => Receipt::Rejected { seq, error },
+            };
+            (done, receipt)
+        };
+        done.await.unwrap_or(Err(ExecError::ShuttingDown))?;
+        if let (Receipt::Accepted { seq, .. }, Some(agent)) = (&receipt, verifies) {
+            self.spawn_verification(*seq, agent);
+        }
+        Ok(receipt)
+    }
+
+    fn send_job(
+        &self,
+        ticket: Ticket,
+        record: Record<TavernSchema>,
+        event: Event,
+    ) -> Result<oneshot::Receiver<Result<(), ExecError>>, ExecError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        let jobs = lock(&self.inner.jobs);
+        let sender = jobs.as_ref().ok_or(ExecError::ShuttingDown)?;
+        sender
+            .send(Job {
+                ticket,
+                record,
+                event,
+                done: done_tx,
+            })
+            .map_err(|_| ExecError::ShuttingDown)?;
+        Ok(done_rx)
+    }
+
+    /// Records more outcomes (and a status) for a running entry. `decide` runs under the state lock
+    /// against the head state and returns the status, outcomes and error to record.
+    pub async fn update_with(
+        &self,
+        seq: Seq,
+        decide: impl FnOnce(&TavernState, &mut DecideEnv<'_>) -> (Status, Vec<Outcome>, Option<String>),
+    ) -> Result<Vec<Outcome>, ExecError> {
+        let (now, default_model, max_restarts) = self.env_parts();
+        let (done, outcomes) = {
+            let mut head = lock(&self.inner.head);
+            let mut new_id = || uuid::Uuid::new_v4().to_string();
+            let mut env = DecideEnv {
+                now,
+                new_id: &mut new_id,
+                default_model: default_model.as_deref(),
+                max_restarts,
+            };
+            let (status, outcomes, error) = decide(&head, &mut env);
+            let update = Update {
+                seq,
+                ts: now,
+                status,
+                outcomes: outcomes.clone(),
+                error: error.clone(),
+            };
+            let ticket = self.inner.log.enqueue_update(update.clone())?;
+            let record = Record::Update(update);
+            head.apply(&record);
+            let event = Event {
+                seq,
+                actor: None,
+                intent: None,
+                status,
+                outcomes: outcomes.clone(),
+                error,
+            };
+            (self.send_job(ticket, record, event)?, outcomes)
+        };
+        done.await.unwrap_or(Err(ExecError::ShuttingDown))?;
+        Ok(outcomes)
+    }
+
+    /// Records a fixed update for a running entry.
+    pub async fn update(
+        &self,
+        seq: Seq,
+        status: Status,
+        outcomes: Vec<Outcome>,
+        error: Option<String>,
+    ) -> Result<(), ExecError> {
+        self.update_with(seq, move |_, _| (status, outcomes, error))
+            .await
+            .map(|_| ())
+    }
+
+    async fn run_sequencer(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            let result = job.ticket.await.map_err(ExecError::from);
+            if result.is_ok() {
+                lock(&self.inner.durable).apply(&job.record);
+                let event = Arc::new(job.event);
+                // Nobody listening is fine: events are a convenience, the log is the record.
+                let _ = self.inner.events.send(event.clone());
+                if !event.outcomes.is_empty() {
+                    let _ = self
+                        .inner
+                        .projector
+                        .send(ProjectorJob::Outcomes(event.outcomes.clone()));
+                }
+            } else if let Err(e) = &result {
+                tracing::error!("the command log failed; Tavern cannot record anything more: {e}");
+            }
+            // The submitter may have been cancelled meanwhile; the record stands either way.
+            let _ = job.done.send(result);
+        }
+    }
+
+    async fn run_projector(self, mut jobs: mpsc::UnboundedReceiver<ProjectorJob>) {
+        while let Some(first) = jobs.recv().await {
+            // Take everything queued so each document is written once per batch, however many records
+            // touched it.
+            let mut batch = vec![first];
+            while let Ok(more) = jobs.try_recv() {
+                batch.push(more);
+            }
+            let mut flushes = Vec::new();
+            let mut writes: BTreeMap<DocId, projection::DocWrite> = BTreeMap::new();
+            let mut forced: BTreeMap<DocId, projection::DocWrite> = BTreeMap::new();
+            {
+                let durable = lock(&self.inner.durable);
+                for job in batch {
+                    match job {
+                        ProjectorJob::Outcomes(outcomes) => {
+                            for write in projection::documents_for(&durable, &outcomes) {
+                                writes.insert(write_id(&write).clone(), write);
+                            }
+                        }
+                        ProjectorJob::Restore(ids) => {
+                            for id in ids {
+                                if let Some(content) = projection::expected_content(&durable, &id)
+                                {
+                                    writes.remove(&id);
+                                    forced.insert(
+                                        id.clone(),
+                                        projection::DocWrite::Put(id, content),
+                                    );
+                                }
+                            }
+                        }
+                        ProjectorJob::Flush(reply) => flushes.push(reply),
+                    }
+                }
+            }
+            if !writes.is_empty() || !forced.is_empty() {
+                let tavern = self.clone();
+                let writes: Vec<projection::DocWrite> = writes.into_values().collect();
+                let forced: Vec<projection::DocWrite> = forced.into_values().collect();
+                // Document IO is blocking (fsyncs); keep it off the async workers.
+                let outcome = tokio::task::spawn_blocking(move || {
+                    tavern.write_documents(writes, true);
+                    tavern.write_documents(forced, false);
+                })
+                .await;
+                if let Err(e) = outcome {
+                    self.projection_failed(format!("the document writer stopped: {e}"));
+                }
+            }
+            for reply in flushes {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn projection_failed(&self, message: String) {
+        tracing::error!("{message}");
+        self.inner.projection_errors.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.inner.last_projection_error) = Some(message);
+    }
+
+    /// Writes documents. With `check`, it first makes sure nobody else changed each one since Tavern
+    /// last wrote it: a person's unrecorded edit is handed to the watcher's path instead of being
+    /// overwritten. Restoring a file after its edit was recorded skips the check, on purpose.
+    pub(crate) fn write_documents(&self, writes: Vec<projection::DocWrite>, check: bool) {
+        let store = &self.inner.store;
+        for write in writes {
+            let id = write_id(&write).clone();
+            let current = match store.read(&id) {
+                Ok(current) => current,
+                Err(e) => {
+                    self.projection_failed(format!("cannot read {id} before rewriting it: {e}"));
+                    continue;
+                }
+            };
+            let known = lock(&self.inner.written).get(&id).copied();
+            if let (true, Some(current), Some(known)) = (check, &current, known) {
+                let new_content = match &write {
+                    projection::DocWrite::Put(_, c) => Some(content_hash(c)),
+                    projection::DocWrite::Remove(_) => None,
+                };
+                let h = content_hash(current);
+                if h != known && Some(h) != new_content {
+                    // Someone edited the file since our last write and the watcher has not recorded it
+                    // yet. Record it first; its application re-projects this document.
+                    let _ = self.inner.external_edits.send((id, Some(current.clone())));
+                    continue;
+                }
+            }
+            let result = match &write {
+                projection::DocWrite::Put(_, content) => {
+                    if current.as_deref() == Some(content.as_str()) {
+                        lock(&self.inner.written).insert(id.clone(), content_hash(content));
+                        continue;
+                    }
+                    lock(&self.inner.written).insert(id.clone(), content_hash(content));
+                    store.write(&id, content)
+                }
+                projection::DocWrite::Remove(_) => {
+                    if current.is_none() {
+                        continue;
+                    }
+                    lock(&self.inner.written).remove(&id);
+                    store.remove(&id).map(|_| ())
+                }
+            };
+            if let Err(e) = result {
+                self.projection_failed(format!(
+                    "cannot write {id}: {e}; it will be rewritten from the log at the next start"
+                ));
+            }
+        }
+    }
+
+    /// Whether this content is what Tavern last wrote to the document, or what the state implies.
+    pub(crate) fn is_own_content(&self, id: &DocId, content: Option<&str>) -> bool {
+        let expected = self.read(|s| projection::expected_content(s, id));
+        if content.map(str::to_string) == expected {
+            return true;
+        }
+        match content {
+            Some(c) => lock(&self.inner.written).get(id) == Some(&content_hash(c)),
+            None => false,
+        }
+    }
+
+    /// Rewrites documents from the durable state (after a refused edit).
+    pub(crate) fn restore(&self, ids: Vec<DocId>) {
+        let _ = self.inner.projector.send(ProjectorJob::Restore(ids));
+    }
+
+    /// Waits until every document change queued so far is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.projector.send(ProjectorJob::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Re-projects every document the durable state implies, returning how many were repaired.
+    pub(crate) fn reproject_all(&self) -> usize {
+        let writes = self.read(projection::all_documents);
+        let mut repaired = 0;
+        let store = &self.inner.store;
+        let mut to_write = Vec::new();
+        for write in writes {
+            if let projection::DocWrite::Put(id, content) = &write {
+                match store.read(id) {
+                    Ok(Some(current)) if &current == content => {
+                        lock(&self.inner.written).insert(id.clone(), content_hash(content));
+                        continue;
+                    }
+                    _ => repaired += 1,
+                }
+                to_write.push(write);
+            } else {
+                to_write.push(write);
+            }
+        }
+        // At startup nothing else writes yet, so there is no concurrent edit to protect.
+        self.write_documents(to_write, false);
+        repaired
+    }
+
+    /// Starts (or resumes, after a restart) the verification of a SignalDone entry.
+    pub(crate) fn spawn_verification(&self, seq: Seq, agent: String) {
+        let tavern = self.clone();
+        self.inner.tracker.spawn(async move {
+            if let Err(e) = crate::verification::run(&tavern, seq, &agent).await {
+                tracing::error!("verification of {agent} (entry #{seq}) could not be recorded: {e}");
+            }
+        });
+    }
+
+    /// Stops the tavern: cancels every task, waits for them, then drains the sequencer and projector and
+    /// closes the log, so nothing is left half-written.
+    pub async fn close(&self, tasks: ExecutorTasks) -> Result<(), ExecError> {
+        self.inner.cancel.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        // No task can submit any more; closing the job channel lets the sequencer finish the queue.
+        lock(&self.inner.jobs).take();
+        let _ = tasks.sequencer.await;
+        self.flush().await;
+        // The projector ends when the last handle to its channel goes; it has flushed already.
+        drop(tasks.projector);
+        self.inner.log.close().await?;
+        Ok(())
+    }
+}
+
+fn write_id(write: &projection::DocWrite) -> &DocId {
+    match write {
+        projection::DocWrite::Put(id, _) | projection::DocWrite::Remove(id) => id,
+    }
+}

@@ -1,0 +1,103 @@
+//! The `tavern` binary: parse the command line, load the configuration, run a surface until shutdown.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tavern::app::App;
+use tavern::config::{Config, Overrides};
+
+/// Tavern: a team's many AI coding agents, coordinated by Jake.
+#[derive(Debug, Parser)]
+#[command(name = "tavern", version, about)]
+struct Cli {
+    /// A configuration file (TOML) layered over config/default.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The project directory (its state lives in DIR/.tavern/). Default: the current directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    project: Option<PathBuf>,
+    /// The default model, e.g. scripted:demo.toml. Default: none (commands still work).
+    #[arg(long, global = true, value_name = "SPEC")]
+    model: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Chat with Jake and run commands in this terminal.
+    Console,
+}
+
+fn init_tracing() {
+    // Quiet by default: warnings and errors only, on stderr, so the console's stdout stays clean.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves when Ctrl-C or SIGTERM arrives.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops Tavern");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        project: cli.project,
+        model: cli.model,
+    };
+    let config = Config::load(cli.config.as_deref(), &overrides)?;
+    match cli.command {
+        Command::Console => {
+            let app = App::start(config).await?;
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            let result = tavern::console::run(&app, stdin, shutdown_signal()).await;
+            app.shutdown().await?;
+            println!("Closed the tavern. Everything acknowledged is in .tavern/.");
+            result
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

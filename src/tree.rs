@@ -1,0 +1,317 @@
+//! The supervisor tree: one task per live agent, started, stopped and restarted by a supervisor.
+//!
+//! The tree's shape and states live in the log and the state; this module owns the *tasks*. Each live
+//! agent has a tree-management task that waits for input and takes turns (its model I/O runs in the
+//! sidecar). When a task fails, the supervisor records a `RestartAgent` intent and restarts it according
+//! to its parent's strategy: restart-one restarts that agent, restart-all restarts every live child of
+//! the parent. Past the restart limit the agent is reaped instead (Jake, the root, is always restarted).
+//! Every task runs under the tavern's tracker and a cancellation token, and every exit is reported.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use tavern_plugin_api::{AgentState, RestartStrategy};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Actor, Intent, Outcome, TavernState};
+use crate::executor::{Event, ExecError, Receipt, Tavern};
+use crate::log::Seq;
+use crate::model::Models;
+use crate::sidecar::Sidecar;
+use crate::turn::{run_turn, TurnEnd};
+
+/// Why an agent's task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentExit {
+    /// It was stopped (shutdown, restart, or its agent died).
+    Stopped,
+    /// Its agent is dead.
+    Dead,
+    /// A turn failed.
+    Failed(String),
+}
+
+struct Running {
+    stop: CancellationToken,
+    generation: u64,
+}
+
+/// Starts and watches the agents' tasks.
+pub struct Supervisor {
+    tavern: Tavern,
+    models: Models,
+    sidecar: Sidecar,
+    running: HashMap<String, Running>,
+    generation: u64,
+    exits_tx: mpsc::UnboundedSender<(String, u64, AgentExit)>,
+    exits: mpsc::UnboundedReceiver<(String, u64, AgentExit)>,
+}
+
+/// Whether an agent should take a turn now: alive, in a state that takes turns, with unread input that
+/// wakes it, and with a model to think with.
+pub fn wants_turn(state: &TavernState, agent: &str) -> bool {
+    state.agent(agent).is_some_and(|node| {
+        node.model.is_some()
+            && matches!(
+                node.state,
+                AgentState::Summoned
+                    | AgentState::Working
+                    | AgentState::WaitingForInput
+                    | AgentState::WaitingForWakeup
+            )
+            && state.has_waking_input(agent)
+    })
+}
+
+/// The open (interrupted or running) turn of an agent, if any.
+fn open_turn(state: &TavernState, agent: &str) -> Option<Seq> {
+    state.open.iter().find_map(|(seq, open)| match &open.intent {
+        Intent::TakeTurn { agent: a } if a.eq_ignore_ascii_case(agent) => Some(*seq),
+        _ => None,
+    })
+}
+
+fn mentions(event: &Event, agent: &str) -> bool {
+    event.outcomes.iter().any(|o| match o {
+        Outcome::MessagePosted(m) => {
+            matches!(&m.to, crate::domain::Party::Agent(a) if a.eq_ignore_ascii_case(agent))
+        }
+        Outcome::StateChanged { agent: a, .. } | Outcome::InboxRewound { agent: a, .. } => {
+            a.eq_ignore_ascii_case(agent)
+        }
+        _ => false,
+    })
+}
+
+async fn agent_task(
+    tavern: Tavern,
+    models: Models,
+    sidecar: Sidecar,
+    agent: String,
+    stop: CancellationToken,
+) -> AgentExit {
+    let mut events = tavern.subscribe();
+    // Bounded: each iteration either takes a turn (which consumes input) or waits for an event.
+    loop {
+        if stop.is_cancelled() {
+            return AgentExit::Stopped;
+        }
+        if let Some(seq) = tavern.read_head(|s| open_turn(s, &agent)) {
+            match run_turn(&tavern, &models, &sidecar, &agent, seq, &stop).await {
+                TurnEnd::Completed => continue,
+                TurnEnd::Cancelled => return AgentExit::Stopped,
+                TurnEnd::Failed(error) => return AgentExit::Failed(error),
+            }
+        }
+        let (dead, wants) = tavern.read_head(|s| {
+            (
+                s.agent(&agent).is_none_or(|n| n.state.is_dead()),
+                wants_turn(s, &agent),
+            )
+        });
+        if dead {
+            return AgentExit::Dead;
+        }
+        if wants {
+            match tavern
+                .submit(
+                    Actor::Agent(agent.clone()),
+                    Intent::TakeTurn {
+                        agent: agent.clone(),
+                    },
+                    None,
+                )
+                .await
+            {
+                Ok(Receipt::Accepted { .. }) => continue,
+                Ok(Receipt::Rejected { error, .. }) => {
+                    tracing::debug!("{agent} could not take a turn: {error}");
+                }
+                Err(ExecError::ShuttingDown) => return AgentExit::Stopped,
+                Err(e) => return AgentExit::Failed(e.to_string()),
+            }
+        }
+        // Wait for something that concerns this agent.
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return AgentExit::Stopped,
+                event = events.recv() => match event {
+                    Ok(event) if mentions(&event, &agent) => break,
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return AgentExit::Stopped,
+                },
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// A supervisor for the tavern's agents.
+    pub fn new(tavern: Tavern, models: Models, sidecar: Sidecar) -> Supervisor {
+        let (exits_tx, exits) = mpsc::unbounded_channel();
+        Supervisor {
+            tavern,
+            models,
+            sidecar,
+            running: HashMap::new(),
+            generation: 0,
+            exits_tx,
+            exits,
+        }
+    }
+
+    fn spawn(&mut self, agent: &str) {
+        let key = agent.to_lowercase();
+        if let Some(old) = self.running.remove(&key) {
+            old.stop.cancel();
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let stop = self.tavern.cancel_token().child_token();
+        self.running.insert(
+            key,
+            Running {
+                stop: stop.clone(),
+                generation,
+            },
+        );
+        let (tavern, models, sidecar, exits) = (
+            self.tavern.clone(),
+            self.models.clone(),
+            self.sidecar.clone(),
+            self.exits_tx.clone(),
+        );
+        let agent = agent.to_string();
+        self.tavern.tracker().spawn(async move {
+            let exit = agent_task(tavern, models, sidecar, agent.clone(), stop).await;
+            // The supervisor may already be gone at shutdown; then nobody needs the report.
+            let _ = exits.send((agent, generation, exit));
+        });
+    }
+
+    fn stop(&mut self, agent: &str) {
+        if let Some(running) = self.running.remove(&agent.to_lowercase()) {
+            running.stop.cancel();
+        }
+    }
+
+    /// Makes the running tasks match the live agents.
+    fn sync(&mut self) {
+        let live: Vec<String> = self.tavern.read_head(|s| {
+            s.agents_in_order()
+                .filter(|n| !n.state.is_dead())
+                .map(|n| n.name.clone())
+                .collect()
+        });
+        let live_keys: Vec<String> = live.iter().map(|n| n.to_lowercase()).collect();
+        let stale: Vec<String> = self
+            .running
+            .keys()
+            .filter(|k| !live_keys.contains(k))
+            .cloned()
+            .collect();
+        for key in stale {
+            self.stop(&key);
+        }
+        for name in live {
+            if !self.running.contains_key(&name.to_lowercase()) {
+                self.spawn(&name);
+            }
+        }
+    }
+
+    async fn on_failure(&mut self, agent: &str, reason: String) {
+        tracing::warn!("{agent}'s task failed: {reason}");
+        let receipt = self
+            .tavern
+            .submit(
+                Actor::Tavern,
+                Intent::RestartAgent {
+                    agent: agent.to_string(),
+                    reason,
+                },
+                None,
+            )
+            .await;
+        if let Err(e) = receipt {
+            tracing::error!("could not record the restart of {agent}: {e}");
+            return;
+        }
+        let (alive, strategy, siblings) = self.tavern.read_head(|s| {
+            let node = s.agent(agent);
+            let parent = node.and_then(|n| n.parent.as_deref()).and_then(|p| s.agent(p));
+            (
+                node.is_some_and(|n| !n.state.is_dead()),
+                parent.map(|p| p.restart).unwrap_or_default(),
+                parent
+                    .map(|p| {
+                        p.children
+                            .iter()
+                            .filter(|c| s.agent(c).is_some_and(|n| !n.state.is_dead()))
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default(),
+            )
+        });
+        if !alive {
+            self.sync();
+            return;
+        }
+        match strategy {
+            RestartStrategy::RestartOne => self.spawn(agent),
+            RestartStrategy::RestartAll => {
+                for sibling in siblings {
+                    self.spawn(&sibling);
+                }
+                self.spawn(agent);
+            }
+        }
+    }
+
+    /// Runs until the tavern shuts down.
+    pub async fn run(mut self) {
+        let mut events = self.tavern.subscribe();
+        self.sync();
+        let cancel = self.tavern.cancel_token().clone();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                event = events.recv() => match event {
+                    Ok(event) => self.on_event(&event),
+                    Err(RecvError::Lagged(_)) => self.sync(),
+                    Err(RecvError::Closed) => break,
+                },
+                Some((agent, generation, exit)) = self.exits.recv() => {
+                    let current = self
+                        .running
+                        .get(&agent.to_lowercase())
+                        .is_some_and(|r| r.generation == generation);
+                    if !current {
+                        continue;
+                    }
+                    self.running.remove(&agent.to_lowercase());
+                    match exit {
+                        AgentExit::Failed(reason) => self.on_failure(&agent, reason).await,
+                        AgentExit::Stopped | AgentExit::Dead => self.sync(),
+                    }
+                }
+            }
+        }
+        for (_, running) in self.running.drain() {
+            running.stop.cancel();
+        }
+    }
+
+    fn on_event(&mut self, event: &Arc<Event>) {
+        for outcome in &event.outcomes {
+            match outcome {
+                Outcome::AgentSummoned(new) => self.spawn(&new.name),
+                Outcome::StateChanged { agent, to, .. } if to.is_dead() => self.stop(agent),
+                _ => {}
+            }
+        }
+    }
+}
