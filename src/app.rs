@@ -138,7 +138,11 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError + '_ 
 }
 
 /// Replays a tavern's log into its state. Pure: it reads the log and folds it, nothing else.
-pub fn replay(log_dir: &std::path::Path, branch: &str, upto: Option<Seq>) -> Result<TavernState, LogError> {
+pub fn replay(
+    log_dir: &std::path::Path,
+    branch: &str,
+    upto: Option<Seq>,
+) -> Result<TavernState, LogError> {
     let reader = crate::log::LogReader::<crate::domain::TavernSchema>::open(log_dir, branch)?;
     let mut state = TavernState::default();
     reader.replay(upto, |record| state.apply(&record))?;
@@ -151,12 +155,7 @@ impl App {
         let dir = config.tavern_dir.clone();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let lock_path = dir.join("lock");
-        let lock_file = File::create(&lock_path).map_err(io(&lock_path))?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-            StartError::Locked {
-                path: lock_path.clone(),
-            }
-        })?;
+        let lock = acquire_lock(&lock_path).await?;
         let store: Arc<dyn DocStore> = Arc::new(FsStore::open(&dir)?);
         let log_dir = dir.join("log");
         let (log, open_report) = Log::open(&log_dir, "main", LogOptions::default())?;
@@ -232,6 +231,29 @@ impl App {
             None => Ok(()),
         }
     }
+}
+
+/// Takes the project's lock, so exactly one Tavern (one Jake) runs per project.
+///
+/// A Tavern that was just killed can leave the lock held for a moment by a child process it was
+/// starting (a fork that has not exec'd yet shares the lock), so a held lock is retried for up to two
+/// seconds before it is reported.
+async fn acquire_lock(path: &std::path::Path) -> Result<Flock<File>, StartError> {
+    const ATTEMPTS: u32 = 40;
+    let mut file = File::create(path).map_err(io(path))?;
+    for attempt in 1..=ATTEMPTS {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((returned, _)) if attempt < ATTEMPTS => {
+                file = returned;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(_) => break,
+        }
+    }
+    Err(StartError::Locked {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Resumes entries that were running when Tavern stopped: verifications run again; turns are resumed

@@ -95,7 +95,10 @@ impl MessageFilter {
     /// Whether a message passes the filter.
     pub fn matches(&self, message: &Message) -> bool {
         self.to.as_ref().is_none_or(|to| party_eq(to, &message.to))
-            && self.from.as_ref().is_none_or(|from| party_eq(from, &message.from))
+            && self
+                .from
+                .as_ref()
+                .is_none_or(|from| party_eq(from, &message.from))
             && (!self.questions_only || matches!(message.kind, MessageKind::Question { .. }))
     }
 }

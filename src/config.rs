@@ -110,10 +110,8 @@ pub struct Config {
 impl Config {
     /// Loads the configuration from the defaults, an optional file, the environment and the overrides.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULTS,
-            config::FileFormat::Toml,
-        ));
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = file {
             if !file.exists() {
                 return Err(ConfigError::MissingFile(file.to_path_buf()));
@@ -167,10 +165,8 @@ impl Config {
                 key: "model.default",
                 message,
             })?;
-        let max_concurrent_calls = positive(
-            raw.model.max_concurrent_calls,
-            "model.max_concurrent_calls",
-        )?;
+        let max_concurrent_calls =
+            positive(raw.model.max_concurrent_calls, "model.max_concurrent_calls")?;
         if !(raw.verify.timeout_secs.is_finite() && raw.verify.timeout_secs > 0.0) {
             return Err(ConfigError::Invalid {
                 key: "verify.timeout_secs",
@@ -181,15 +177,14 @@ impl Config {
             });
         }
         let output_limit = positive(raw.verify.output_limit, "verify.output_limit")?;
-        let max_restarts = u32::try_from(raw.supervisor.max_restarts).map_err(|_| {
-            ConfigError::Invalid {
+        let max_restarts =
+            u32::try_from(raw.supervisor.max_restarts).map_err(|_| ConfigError::Invalid {
                 key: "supervisor.max_restarts",
                 message: format!(
                     "is {}; it must be zero or more",
                     raw.supervisor.max_restarts
                 ),
-            }
-        })?;
+            })?;
         let console_user = if raw.console.user.trim().is_empty() {
             std::env::var("USER")
                 .ok()

@@ -50,7 +50,9 @@ fn on_off(key: &str, value: &str) -> Result<bool, UsageError> {
     match value {
         "on" | "true" | "yes" => Ok(true),
         "off" | "false" | "no" => Ok(false),
-        _ => Err(UsageError(format!("{key} must be on or off, not {value:?}"))),
+        _ => Err(UsageError(format!(
+            "{key} must be on or off, not {value:?}"
+        ))),
     }
 }
 
@@ -139,10 +141,12 @@ pub fn parse(line: &str, jake: &str) -> Result<Option<Command>, UsageError> {
             None => return Err(usage("/reap NAME [REASON]")),
         },
         "describe" => match args.split_once(char::is_whitespace) {
-            Some((agent, text)) if !text.trim().is_empty() => Command::Submit(Intent::SetDescription {
-                agent: agent.to_string(),
-                text: text.trim().to_string(),
-            }),
+            Some((agent, text)) if !text.trim().is_empty() => {
+                Command::Submit(Intent::SetDescription {
+                    agent: agent.to_string(),
+                    text: text.trim().to_string(),
+                })
+            }
             _ => return Err(usage("/describe NAME TEXT")),
         },
         "mode" => {
@@ -198,8 +202,7 @@ pub fn parse(line: &str, jake: &str) -> Result<Option<Command>, UsageError> {
 }
 
 fn parse_summon(words: &[&str], jake: &str) -> Result<Intent, UsageError> {
-    const USAGE: &str =
-        "/summon ASSIGNMENT [--type T] [--model M] [--parent NAME] [--name NAME]";
+    const USAGE: &str = "/summon ASSIGNMENT [--type T] [--model M] [--parent NAME] [--name NAME]";
     let mut assignment = Vec::new();
     let mut kind = (AgentKind::Mortal, None);
     let mut model = None;

@@ -31,6 +31,8 @@ impl crate::log::Schema for TavernSchema {
 
     fn upcast(from_version: u32, _record: serde_json::Value) -> Result<serde_json::Value, String> {
         // Version 1 is the first; a future version 2 adds its upcaster here, so old logs keep replaying.
-        Err(format!("no upcaster from log schema version {from_version}"))
+        Err(format!(
+            "no upcaster from log schema version {from_version}"
+        ))
     }
 }

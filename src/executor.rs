@@ -30,7 +30,9 @@ use crate::blackboard::{DocId, DocStore};
 use crate::domain::{
     decide, projection, Actor, DecideEnv, DomainError, Intent, Outcome, TavernSchema, TavernState,
 };
-use crate::log::{Cause, Entry, EntryDraft, Log, LogError, Millis, Record, Seq, Status, Ticket, Update};
+use crate::log::{
+    Cause, Entry, EntryDraft, Log, LogError, Millis, Record, Seq, Status, Ticket, Update,
+};
 
 /// The current wall-clock time in milliseconds.
 pub fn now_ms() -> Millis {
@@ -489,13 +491,10 @@ impl Tavern {
                         }
                         ProjectorJob::Restore(ids) => {
                             for id in ids {
-                                if let Some(content) = projection::expected_content(&durable, &id)
-                                {
+                                if let Some(content) = projection::expected_content(&durable, &id) {
                                     writes.remove(&id);
-                                    forced.insert(
-                                        id.clone(),
-                                        projection::DocWrite::Put(id, content),
-                                    );
+                                    forced
+                                        .insert(id.clone(), projection::DocWrite::Put(id, content));
                                 }
                             }
                         }
@@ -637,7 +636,9 @@ impl Tavern {
         let tavern = self.clone();
         self.inner.tracker.spawn(async move {
             if let Err(e) = crate::verification::run(&tavern, seq, &agent).await {
-                tracing::error!("verification of {agent} (entry #{seq}) could not be recorded: {e}");
+                tracing::error!(
+                    "verification of {agent} (entry #{seq}) could not be recorded: {e}"
+                );
             }
         });
     }

@@ -78,14 +78,12 @@ impl Models {
             return Ok(model.clone());
         }
         let model: Arc<dyn Model> = match spec {
-            ModelSpec::Scripted(path) => {
-                Arc::new(
-                    scripted::ScriptedModel::load(path).map_err(|e| ModelError::Backend {
-                        model: spec.to_string(),
-                        message: e.to_string(),
-                    })?,
-                )
-            }
+            ModelSpec::Scripted(path) => Arc::new(scripted::ScriptedModel::load(path).map_err(
+                |e| ModelError::Backend {
+                    model: spec.to_string(),
+                    message: e.to_string(),
+                },
+            )?),
         };
         self.cache
             .lock()

@@ -70,7 +70,10 @@ mod tests {
             )
             .unwrap();
         let overridden = prompt_text(&store, AgentKind::Mortal, Some(Expert::Reviewer));
-        assert!(overridden.ends_with("Review like a hawk.\n"), "{overridden}");
+        assert!(
+            overridden.ends_with("Review like a hawk.\n"),
+            "{overridden}"
+        );
         assert!(overridden.contains("worker agent"));
     }
 }

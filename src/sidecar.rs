@@ -4,6 +4,7 @@
 //! tavern (default 10 permits). An agent's own task only awaits the result, so one slow model never
 //! blocks another agent's state, and shutdown cancels calls that are waiting or running.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tavern_plugin_api::{Model, ModelError, ModelReply, ModelRequest};
 use tokio::sync::{oneshot, Semaphore};
@@ -14,6 +15,7 @@ use tokio_util::task::TaskTracker;
 #[derive(Clone)]
 pub struct Sidecar {
     permits: Arc<Semaphore>,
+    calls: Arc<AtomicU64>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -24,6 +26,7 @@ impl Sidecar {
     pub fn new(max_concurrent: usize, tracker: TaskTracker, cancel: CancellationToken) -> Sidecar {
         Sidecar {
             permits: Arc::new(Semaphore::new(max_concurrent)),
+            calls: Arc::new(AtomicU64::new(0)),
             tracker,
             cancel,
         }
@@ -32,6 +35,11 @@ impl Sidecar {
     /// How many calls could start right now.
     pub fn available(&self) -> usize {
         self.permits.available_permits()
+    }
+
+    /// How many model calls have been made through this sidecar.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// Runs one model call in the sidecar and waits for its result. `stop` cancels this call only
@@ -43,6 +51,7 @@ impl Sidecar {
         stop: CancellationToken,
     ) -> Result<ModelReply, ModelError> {
         let (tx, rx) = oneshot::channel();
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let permits = self.permits.clone();
         let cancel = self.cancel.clone();
         self.tracker.spawn(async move {
@@ -122,7 +131,9 @@ mod tests {
             let sidecar = sidecar.clone();
             let gate: Arc<dyn Model> = gate.clone();
             calls.push(tokio::spawn(async move {
-                sidecar.call(gate, request(), CancellationToken::new()).await
+                sidecar
+                    .call(gate, request(), CancellationToken::new())
+                    .await
             }));
         }
         // Wait until the cap is reached, then release calls one by one until all are done.
@@ -167,8 +178,12 @@ mod tests {
         });
         tokio::task::yield_now().await;
         cancel.cancel();
-        let a = tokio::time::timeout(Duration::from_secs(5), a).await.unwrap();
-        let b = tokio::time::timeout(Duration::from_secs(5), b).await.unwrap();
+        let a = tokio::time::timeout(Duration::from_secs(5), a)
+            .await
+            .unwrap();
+        let b = tokio::time::timeout(Duration::from_secs(5), b)
+            .await
+            .unwrap();
         assert_eq!(a.unwrap(), Err(ModelError::Cancelled));
         assert_eq!(b.unwrap(), Err(ModelError::Cancelled));
         tracker.close();

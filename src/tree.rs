@@ -66,10 +66,13 @@ pub fn wants_turn(state: &TavernState, agent: &str) -> bool {
 
 /// The open (interrupted or running) turn of an agent, if any.
 fn open_turn(state: &TavernState, agent: &str) -> Option<Seq> {
-    state.open.iter().find_map(|(seq, open)| match &open.intent {
-        Intent::TakeTurn { agent: a } if a.eq_ignore_ascii_case(agent) => Some(*seq),
-        _ => None,
-    })
+    state
+        .open
+        .iter()
+        .find_map(|(seq, open)| match &open.intent {
+            Intent::TakeTurn { agent: a } if a.eq_ignore_ascii_case(agent) => Some(*seq),
+            _ => None,
+        })
 }
 
 fn mentions(event: &Event, agent: &str) -> bool {
@@ -84,6 +87,36 @@ fn mentions(event: &Event, agent: &str) -> bool {
     })
 }
 
+/// Ends an agent's task. A turn left open because its agent died will never resume, so it is recorded
+/// as cancelled; a turn left open by shutdown or a restart stays open for the next task to resume.
+async fn stopped(tavern: &Tavern, agent: &str) -> AgentExit {
+    if let Some(seq) = tavern.read_head(|s| open_turn(s, agent)) {
+        close_abandoned_turn(tavern, agent, seq).await;
+    }
+    AgentExit::Stopped
+}
+
+async fn close_abandoned_turn(tavern: &Tavern, agent: &str, seq: Seq) {
+    if tavern.cancel_token().is_cancelled() {
+        return;
+    }
+    let dead = tavern.read_head(|s| s.agent(agent).is_none_or(|n| n.state.is_dead()));
+    if !dead {
+        return;
+    }
+    let result = tavern
+        .update(
+            seq,
+            crate::log::Status::Cancelled,
+            Vec::new(),
+            Some(format!("{agent} was stopped during this turn")),
+        )
+        .await;
+    if let Err(e) = result {
+        tracing::error!("could not record that {agent}'s turn #{seq} was cancelled: {e}");
+    }
+}
+
 async fn agent_task(
     tavern: Tavern,
     models: Models,
@@ -95,12 +128,12 @@ async fn agent_task(
     // Bounded: each iteration either takes a turn (which consumes input) or waits for an event.
     loop {
         if stop.is_cancelled() {
-            return AgentExit::Stopped;
+            return stopped(&tavern, &agent).await;
         }
         if let Some(seq) = tavern.read_head(|s| open_turn(s, &agent)) {
             match run_turn(&tavern, &models, &sidecar, &agent, seq, &stop).await {
                 TurnEnd::Completed => continue,
-                TurnEnd::Cancelled => return AgentExit::Stopped,
+                TurnEnd::Cancelled => return stopped(&tavern, &agent).await,
                 TurnEnd::Failed(error) => return AgentExit::Failed(error),
             }
         }
@@ -135,7 +168,7 @@ async fn agent_task(
         // Wait for something that concerns this agent.
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return AgentExit::Stopped,
+                _ = stop.cancelled() => return stopped(&tavern, &agent).await,
                 event = events.recv() => match event {
                     Ok(event) if mentions(&event, &agent) => break,
                     Ok(_) => continue,
@@ -241,7 +274,9 @@ impl Supervisor {
         }
         let (alive, strategy, siblings) = self.tavern.read_head(|s| {
             let node = s.agent(agent);
-            let parent = node.and_then(|n| n.parent.as_deref()).and_then(|p| s.agent(p));
+            let parent = node
+                .and_then(|n| n.parent.as_deref())
+                .and_then(|p| s.agent(p));
             (
                 node.is_some_and(|n| !n.state.is_dead()),
                 parent.map(|p| p.restart).unwrap_or_default(),

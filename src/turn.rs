@@ -351,7 +351,11 @@ impl AgentTools {
         };
         match self
             .tavern
-            .submit(Actor::Agent(self.agent.clone()), intent.clone(), Some(cause))
+            .submit(
+                Actor::Agent(self.agent.clone()),
+                intent.clone(),
+                Some(cause),
+            )
             .await
         {
             Ok(Receipt::Accepted { seq, outcomes, .. }) => {
@@ -414,7 +418,9 @@ impl Tools for AgentTools {
             let result = match self.tavern.log().reader().read_range(entry, entry) {
                 Ok(entries) => match entries.first() {
                     Some(e) if e.status == Status::Failed => ToolResult::err(
-                        e.error.clone().unwrap_or_else(|| format!("entry #{entry} failed")),
+                        e.error
+                            .clone()
+                            .unwrap_or_else(|| format!("entry #{entry} failed")),
                     ),
                     Some(_) => ToolResult::ok(format!("Already done as entry #{entry}.")),
                     None => ToolResult::err(format!("entry #{entry} is missing from the log")),

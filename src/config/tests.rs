@@ -1,1 +1,91 @@
 use super::*;
+
+fn load_file(text: &str) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tavern.toml");
+    std::fs::write(&file, text).unwrap();
+    let overrides = Overrides {
+        project: Some(dir.path().to_path_buf()),
+        model: None,
+    };
+    // Environment variables are process-wide, so these tests use files only; the binary's tests
+    // cover TAVERN_* overrides.
+    Config::load(Some(&file), &overrides)
+}
+
+#[test]
+fn defaults_resolve_to_a_usable_config() {
+    let config = load_file("").unwrap();
+    assert_eq!(config.theme, "lotr");
+    assert_eq!(config.max_concurrent_calls, 10);
+    assert_eq!(config.verify_timeout, Duration::from_secs(30));
+    assert!(config.default_model.is_none());
+    assert!(config.tavern_dir.ends_with(".tavern"));
+    assert!(config.project.is_absolute());
+}
+
+#[test]
+fn values_from_the_file_win_over_defaults() {
+    let config = load_file(
+        "[tavern]\ntheme = \"star-wars\"\n[model]\nmax_concurrent_calls = 3\ndefault = \"scripted:demo.toml\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.theme, "star-wars");
+    assert_eq!(config.max_concurrent_calls, 3);
+    match config.default_model {
+        Some(ModelSpec::Scripted(path)) => {
+            assert!(path.is_absolute() && path.ends_with("demo.toml"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        ("[verify]\ntimeout_secs = \"soon\"\n", "timeout_secs"),
+        ("[verify]\ntimeout_secs = -1\n", "verify.timeout_secs"),
+        (
+            "[model]\nmax_concurrent_calls = 0\n",
+            "model.max_concurrent_calls",
+        ),
+        ("[model]\ndefault = \"gpt:4\"\n", "model.default"),
+        ("[tavern]\ntheme = \"klingon\"\n", "tavern.theme"),
+        (
+            "[tavern]\nproject = \"/nonexistent/dir\"\n",
+            "tavern.project",
+        ),
+        (
+            "[supervisor]\nmax_restarts = -2\n",
+            "supervisor.max_restarts",
+        ),
+        ("[model]\nunknown_key = 1\n", "unknown_key"),
+        ("[nonsense]\nx = 1\n", "nonsense"),
+        ("[model\n", "tavern.toml"),
+    ];
+    for (text, key) in cases {
+        let overrides_project = !text.contains("project");
+        let err = if overrides_project {
+            load_file(text).unwrap_err().to_string()
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("tavern.toml");
+            std::fs::write(&file, text).unwrap();
+            Config::load(Some(&file), &Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err.contains(key), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let err = Config::load(
+        Some(Path::new("/nonexistent/tavern.toml")),
+        &Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("/nonexistent/tavern.toml"), "{err}");
+}

@@ -17,10 +17,7 @@ fn commitments_badge(node: &AgentNode) -> String {
         .iter()
         .filter(|c| c.last_check.as_ref().is_some_and(|k| k.passed))
         .count();
-    let checked = node
-        .commitments
-        .iter()
-        .any(|c| c.last_check.is_some());
+    let checked = node.commitments.iter().any(|c| c.last_check.is_some());
     if checked {
         format!(" [{passed}/{} ✓]", node.commitments.len())
     } else {
@@ -34,7 +31,13 @@ fn node_line(node: &AgentNode) -> String {
         line.push_str(" †");
     }
     if let Some(assignment) = &node.assignment {
-        let short: String = assignment.lines().next().unwrap_or("").chars().take(60).collect();
+        let short: String = assignment
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(60)
+            .collect();
         line.push_str(&format!(" — {short}"));
     }
     line.push_str(&commitments_badge(node));
@@ -54,8 +57,11 @@ pub fn agent_tree(state: &TavernState) -> String {
         if depth > state.agents.len() {
             return;
         }
-        let children: Vec<&AgentNode> =
-            node.children.iter().filter_map(|c| state.agent(c)).collect();
+        let children: Vec<&AgentNode> = node
+            .children
+            .iter()
+            .filter_map(|c| state.agent(c))
+            .collect();
         for (i, child) in children.iter().enumerate() {
             let last = i + 1 == children.len();
             out.push_str(prefix);
@@ -162,9 +168,10 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
                 let mark = if check.passed { "✓" } else { "✗" };
                 lines.push(format!("  {mark} {agent} commitment #{} {how}", index + 1));
             }
-            Outcome::CommitmentSignedOff { agent, index, by } => {
-                lines.push(format!("✓ @{by} signed off {agent} commitment #{}", index + 1))
-            }
+            Outcome::CommitmentSignedOff { agent, index, by } => lines.push(format!(
+                "✓ @{by} signed off {agent} commitment #{}",
+                index + 1
+            )),
             Outcome::MessagePosted(message) => lines.extend(message_line(state, message)),
             Outcome::ModesChanged {
                 agent,
@@ -181,9 +188,9 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
             Outcome::RestartStrategyChanged { agent, strategy } => {
                 lines.push(format!("· {agent} restart strategy: {strategy:?}"))
             }
-            Outcome::TaskRestarted { agent, attempt } => {
-                lines.push(format!("! {agent}'s task was restarted (restart {attempt})"))
-            }
+            Outcome::TaskRestarted { agent, attempt } => lines.push(format!(
+                "! {agent}'s task was restarted (restart {attempt})"
+            )),
             Outcome::DocumentEditRecorded { path } => {
                 lines.push(format!("· file edit recorded: {path}"))
             }
@@ -212,7 +219,12 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
 
 fn clock(ts: u64) -> String {
     let secs = (ts / 1000) % 86_400;
-    format!("{:02}:{:02}:{:02}", secs / 3600, (secs / 60) % 60, secs % 60)
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 /// One `/log` line.
@@ -283,7 +295,9 @@ pub fn status(
         .collect::<Vec<_>>()
         .join(", ");
     let model = match model {
-        Some(m) if m.starts_with("scripted:") => format!("{m} (scripted replies, not a real model)"),
+        Some(m) if m.starts_with("scripted:") => {
+            format!("{m} (scripted replies, not a real model)")
+        }
         Some(m) => m.to_string(),
         None => "none configured (commands work; agents do not think)".to_string(),
     };

@@ -214,6 +214,12 @@ pub fn decide(
         Intent::SignalDone { agent } => {
             let node = live(state, agent)?;
             may_act_on(state, actor, node, "signal done for")?;
+            if node.kind == AgentKind::Jake {
+                return Err(DomainError::NotAllowed(
+                    "Jake coordinates and is never done; signal done for the agent doing the work"
+                        .into(),
+                ));
+            }
             let change = transition(node, AgentState::Verifying, None)?;
             Ok(Decision {
                 outcomes: vec![change],
@@ -359,7 +365,11 @@ fn decide_summon(
             parent.name, parent.state
         )));
     }
-    if summon.assignment.as_deref().is_some_and(|a| a.trim().is_empty()) {
+    if summon
+        .assignment
+        .as_deref()
+        .is_some_and(|a| a.trim().is_empty())
+    {
         return Err(DomainError::Empty("the assignment"));
     }
     let name = choose_name(state, summon.name.as_deref())?;
@@ -411,11 +421,7 @@ fn decide_summon(
     Ok(Decision::done(outcomes))
 }
 
-fn resolve_recipient<'s>(
-    state: &'s TavernState,
-    actor: &Actor,
-    to: &str,
-) -> Result<&'s AgentNode> {
+fn resolve_recipient<'s>(state: &'s TavernState, actor: &Actor, to: &str) -> Result<&'s AgentNode> {
     if to.eq_ignore_ascii_case("parent") {
         let Actor::Agent(me) = actor else {
             return Err(DomainError::NotAllowed(
@@ -490,12 +496,10 @@ fn broadcast(
                 })
                 .unwrap_or_default()
         }
-        (_, None) => {
-            return Err(DomainError::NotAllowed(
-                "only an agent can broadcast to its siblings or subtree; people can broadcast to all"
-                    .into(),
-            ))
-        }
+        (_, None) => return Err(DomainError::NotAllowed(
+            "only an agent can broadcast to its siblings or subtree; people can broadcast to all"
+                .into(),
+        )),
     };
     let mut outcomes = Vec::new();
     for name in recipients {
@@ -522,6 +526,11 @@ fn add_commitment(
 ) -> Result<Decision> {
     let node = live(state, agent)?;
     may_act_on(state, actor, node, "add commitments to")?;
+    if node.kind == AgentKind::Jake {
+        return Err(DomainError::NotAllowed(
+            "Jake makes no commitments; the agents doing the work do".into(),
+        ));
+    }
     if description.trim().is_empty() {
         return Err(DomainError::Empty("the commitment's description"));
     }
@@ -560,14 +569,15 @@ fn approve(
     };
     let node = live(state, agent)?;
     let count = node.commitments.len();
-    let index = number
-        .checked_sub(1)
-        .filter(|i| *i < count)
-        .ok_or(DomainError::NoSuchCommitment {
-            agent: node.name.clone(),
-            number,
-            count,
-        })?;
+    let index =
+        number
+            .checked_sub(1)
+            .filter(|i| *i < count)
+            .ok_or(DomainError::NoSuchCommitment {
+                agent: node.name.clone(),
+                number,
+                count,
+            })?;
     if !node.commitments[index].needs_signoff {
         return Err(DomainError::NotAllowed(format!(
             "{}'s commitment #{number} does not need a sign-off; its assertion decides",
@@ -631,7 +641,8 @@ fn tell_parent(
     let Some(parent) = node.parent.as_deref().and_then(|p| state.agent(p)) else {
         return Vec::new();
     };
-    if parent.state.is_dead() || matches!(actor, Actor::Agent(a) if a.eq_ignore_ascii_case(&parent.name))
+    if parent.state.is_dead()
+        || matches!(actor, Actor::Agent(a) if a.eq_ignore_ascii_case(&parent.name))
     {
         return Vec::new();
     }
@@ -713,7 +724,11 @@ fn reap(
             reason: Some(why.clone()),
         });
     } else {
-        outcomes.push(transition(node, AgentState::FailedReaped, Some(why.clone()))?);
+        outcomes.push(transition(
+            node,
+            AgentState::FailedReaped,
+            Some(why.clone()),
+        )?);
     }
     outcomes.extend(cascade(
         state,
@@ -788,7 +803,11 @@ fn ask_user(
     if question.trim().is_empty() {
         return Err(DomainError::Empty("the question"));
     }
-    let change = transition(node, AgentState::WaitingForInput, Some("asked a question".into()))?;
+    let change = transition(
+        node,
+        AgentState::WaitingForInput,
+        Some("asked a question".into()),
+    )?;
     // The question bubbles up the tree to the person who asked for the work; each ancestor it passed
     // is recorded, so the person sees the chain and each level could later handle or transform it.
     let via = state.ancestors(&node.name);
@@ -860,7 +879,13 @@ fn restart_agent(
             "its task failed {attempt} times (limit {}); last failure: {reason}",
             env.max_restarts
         );
-        return Ok(Decision::done(reap(state, &Actor::Tavern, node, &why, env)?));
+        return Ok(Decision::done(reap(
+            state,
+            &Actor::Tavern,
+            node,
+            &why,
+            env,
+        )?));
     }
     Ok(Decision::done(vec![Outcome::TaskRestarted {
         agent: node.name.clone(),

@@ -102,7 +102,9 @@ const DESCRIPTION_HEADING: &str = "## Description\n";
 const NOTES_HEADING: &str = "\n## Notes\n";
 
 fn doc_id(collection: Collection, name: &str) -> Option<DocId> {
-    DocName::new(name).ok().map(|name| DocId { collection, name })
+    DocName::new(name)
+        .ok()
+        .map(|name| DocId { collection, name })
 }
 
 /// The agent's document id.
@@ -140,9 +142,12 @@ fn agent_body(description: &str, notes: &str) -> String {
 }
 
 /// Splits an agent document's body into its description and notes.
+///
+/// The split is at the *last* "## Notes" heading: descriptions are often written by models and may
+/// contain any markdown, while notes are a person's own.
 pub fn split_agent_body(body: &str) -> (String, String) {
     let rest = body.strip_prefix(DESCRIPTION_HEADING).unwrap_or(body);
-    match rest.find(NOTES_HEADING) {
+    match rest.rfind(NOTES_HEADING) {
         Some(at) => (
             rest[..at].trim_end().to_string(),
             rest[at + NOTES_HEADING.len()..].trim_end().to_string(),
@@ -153,7 +158,10 @@ pub fn split_agent_body(body: &str) -> (String, String) {
 
 /// Renders an agent's document.
 pub fn agent_doc(node: &AgentNode) -> String {
-    render(&agent_front(node), &agent_body(&node.description, &node.notes))
+    render(
+        &agent_front(node),
+        &agent_body(&node.description, &node.notes),
+    )
 }
 
 fn render<F: Serialize>(front: &F, body: &str) -> String {

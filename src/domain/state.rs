@@ -372,13 +372,14 @@ impl TavernState {
                     let node = &self.agents[&key];
                     (node.read_upto.min(*upto), (*upto).min(node.inbox.len()))
                 };
-                let last_human = self.agents[&key].inbox[from..to_idx]
-                    .iter()
-                    .rev()
-                    .find_map(|&i| match &self.messages[i].from {
-                        Party::User(user) => Some(user.clone()),
-                        _ => None,
-                    });
+                let last_human =
+                    self.agents[&key].inbox[from..to_idx]
+                        .iter()
+                        .rev()
+                        .find_map(|&i| match &self.messages[i].from {
+                            Party::User(user) => Some(user.clone()),
+                            _ => None,
+                        });
                 if let Some(node) = self.agents.get_mut(&key) {
                     node.read_upto = *upto;
                     if last_human.is_some() {

@@ -127,8 +127,7 @@ impl ScriptedModel {
                 })
             })
             .collect();
-        let anyone: Vec<&ScriptedReply> =
-            self.replies.iter().filter(|r| r.agent == "*").collect();
+        let anyone: Vec<&ScriptedReply> = self.replies.iter().filter(|r| r.agent == "*").collect();
         let group = [by_name, by_kind, anyone]
             .into_iter()
             .find(|g| !g.is_empty())?;
@@ -223,7 +222,11 @@ error = "boom"
             .unwrap();
         assert_eq!(sam.text, "first mortal turn");
         let past_end = model.complete(request("Sam", "mortal", 5)).await.unwrap();
-        assert!(past_end.text.contains("no reply scripted"), "{}", past_end.text);
+        assert!(
+            past_end.text.contains("no reply scripted"),
+            "{}",
+            past_end.text
+        );
         assert!(past_end.tool_calls.is_empty());
     }
 

@@ -1,1 +1,11 @@
+//! Tavern's integration tests: one binary, shared support, one module per area.
+//!
+//! Console tests drive the real `tavern` binary over stdin/stdout with a scripted model; library tests
+//! use the public API against a temporary `.tavern/`. Every wait has a timeout; nothing sleeps to sync.
 
+mod support;
+
+mod console;
+mod crash;
+mod errors;
+mod replay;

@@ -23,7 +23,9 @@ pub use lifecycle::{AgentState, IllegalTransition, Modes, RestartStrategy, TaskM
 pub use model::{ChatMessage, Model, ModelError, ModelReply, ModelRequest, Role};
 pub use prompt::compose_system_prompt;
 pub use tools::{
-    BroadcastScope, Bus, BusError, Commitment, CheckSummary, QuestionClass, ToolCall, ToolName,
+    BroadcastScope, Bus, BusError, CheckSummary, Commitment, QuestionClass, ToolCall, ToolName,
     ToolResult, Tools,
 };
-pub use turn::{standard_turn, AgentContext, AgentError, AgentType, AgentView, TurnInput, TurnOutput};
+pub use turn::{
+    standard_turn, AgentContext, AgentError, AgentType, AgentView, TurnInput, TurnOutput,
+};

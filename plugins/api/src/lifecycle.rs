@@ -130,9 +130,7 @@ fn hint(from: AgentState, to: AgentState) -> String {
         (_, DismissedReaped) if !from.is_dead() => {
             " (only a Done agent can be dismissed; to stop it now, reap it)".to_string()
         }
-        (_, Verifying) if from != Working => {
-            " (only a Working agent can signal done)".to_string()
-        }
+        (_, Verifying) if from != Working => " (only a Working agent can signal done)".to_string(),
         _ if from.is_dead() => " (the agent is dead; its files are kept)".to_string(),
         _ => String::new(),
     }

@@ -1,0 +1,189 @@
+//! The whole loop through the real binary: Jake summons, agents summon children, commitments verify.
+
+use crate::support::{demo_script, Console, Project};
+
+fn script_arg() -> String {
+    format!("scripted:{}", demo_script().display())
+}
+
+/// Strips the `HH:MM:SS` clock from a `/log` line so it can be compared.
+fn without_clock(line: &str) -> String {
+    let mut parts: Vec<&str> = line.splitn(3, ' ').collect();
+    if parts.len() == 3 {
+        parts.remove(1);
+    }
+    parts.join(" ")
+}
+
+async fn log_lines(console: &mut Console, last_seq: u64) -> Vec<String> {
+    let last = format!("#{last_seq} ");
+    console
+        .command_block("/log 100", move |l| l.starts_with(&last))
+        .await
+        .into_iter()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| without_clock(&l))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jake_summons_a_mortal_who_summons_a_child_whose_commitment_passes() {
+    let project = Project::new();
+    project.write("parser.txt", "parsed\n");
+    let model = script_arg();
+    let mut console = Console::start(project.path(), &["--model", &model]);
+    console
+        .expect_contains("replies come from the script")
+        .await;
+
+    console.send("please build me a parser").await;
+    console.expect_contains("ok #2 message to Jake").await;
+    console
+        .expect_contains("+ Frodo (mortal) summoned under Jake: Build the parser")
+        .await;
+    console.expect_contains("[Jake] (scripted) A PARSER!").await;
+    console
+        .expect_contains("+ Sam (mortal) summoned under Frodo: Write the parser output")
+        .await;
+    console
+        .expect_contains("+ Sam commits: parser output exists -- test -f parser.txt")
+        .await;
+    console.expect_contains("· Sam: Working → Verifying").await;
+    console.expect_contains("✓ Sam commitment #1 passed").await;
+    console
+        .expect_contains("· Sam: Verifying → Done (every commitment passed)")
+        .await;
+    console
+        .expect_contains("! Frodo ← Sam is Done: 1/1 commitments pass.")
+        .await;
+    console
+        .expect_contains("[Frodo] (scripted) Sam's work verified")
+        .await;
+
+    let tree = console
+        .command_block("/agents", |l| l.contains("Sam ("))
+        .await;
+    assert_eq!(
+        tree,
+        vec![
+            "Jake (jake) Working".to_string(),
+            "└─ Frodo (mortal) Working — Build the parser and prove it works".to_string(),
+            "   └─ Sam (mortal) Done — Write the parser output file parser.txt [1/1 ✓]".to_string(),
+        ]
+    );
+
+    let log = log_lines(&mut console, 10).await;
+    assert_eq!(
+        log,
+        vec![
+            "#1 tavern open tavern (theme lotr) → executed",
+            "#2 @alice message to Jake: please build me a parser → executed",
+            "#3 Jake turn of Jake → executed",
+            "#4 Jake summon mortal under Jake: Build the parser and prove it works → executed",
+            "#5 Frodo turn of Frodo → executed",
+            "#6 Frodo summon mortal under Frodo: Write the parser output file parser.txt → executed",
+            "#7 Sam turn of Sam → executed",
+            "#8 Sam commit Sam: parser output exists -- test -f parser.txt → executed",
+            "#9 Sam done Sam → executed",
+            "#10 Frodo turn of Frodo → executed",
+        ]
+    );
+    console.quit().await;
+
+    // The documents agree with the log after a clean stop.
+    let tavern = project.tavern();
+    crate::support::all_documents_parse(&tavern);
+    assert_eq!(
+        crate::support::agents_on_disk(&tavern),
+        crate::support::agents_in_log(&tavern)
+    );
+    let sam = std::fs::read_to_string(tavern.join("work/completed/Sam.md")).unwrap();
+    assert!(sam.contains("status = \"done\""), "{sam}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_assertion_sends_the_agent_back_to_working_with_a_gap_report() {
+    let project = Project::new();
+    let model = script_arg();
+    let mut console = Console::start(project.path(), &["--model", &model]);
+    console.send("please build me a parser").await;
+    console.expect_contains("· Sam: Working → Verifying").await;
+    console
+        .expect_contains("✗ Sam commitment #1 failed with exit code 1")
+        .await;
+    console
+        .expect_contains("· Sam: Verifying → Working (verification failed)")
+        .await;
+    console
+        .expect_contains("! Sam ← Gap report: 1 of 1 commitments failed.")
+        .await;
+    console
+        .expect_contains("#1 parser output exists — `test -f parser.txt`: exit code 1")
+        .await;
+    console
+        .expect_contains(
+            "! Frodo ← Sam went back to Working. Gap report: 1 of 1 commitments failed.",
+        )
+        .await;
+    // Sam's script tries once more and fails again; then it has nothing more to say and stays Working.
+    console
+        .expect_contains("no reply scripted for Sam turn 2")
+        .await;
+    let tree = console
+        .command_block("/agents", |l| l.contains("Sam ("))
+        .await;
+    assert_eq!(
+        tree.last().unwrap(),
+        "   └─ Sam (mortal) Working — Write the parser output file parser.txt [0/1 ✓]"
+    );
+
+    // Closing the gap by hand and signalling done on Sam's behalf passes verification.
+    project.write("parser.txt", "parsed\n");
+    console.send("/done Sam").await;
+    console.expect_contains("ok #").await;
+    console
+        .expect_contains("· Sam: Verifying → Done (every commitment passed)")
+        .await;
+    console.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_work_without_a_model() {
+    let project = Project::new();
+    project.write("ok.txt", "");
+    let mut console = Console::start(project.path(), &[]);
+    console
+        .expect_contains("note: no model is configured")
+        .await;
+    console.send("/summon write the docs --type tester").await;
+    console.expect_contains("ok #2 summoned Frodo").await;
+    console
+        .send("/commit Frodo docs exist -- test -f ok.txt")
+        .await;
+    console.expect_contains("ok #3 commit Frodo").await;
+    console.send("/done Frodo").await;
+    console
+        .expect_contains("· Frodo: Verifying → Done (every commitment passed)")
+        .await;
+    console.send("/dismiss Frodo").await;
+    console
+        .expect_contains("· Frodo: Done → DismissedReaped")
+        .await;
+    let tree = console
+        .command_block("/agents", |l| l.contains("Frodo ("))
+        .await;
+    assert_eq!(
+        tree.last().unwrap(),
+        "└─ Frodo (mortal/tester) DismissedReaped † — write the docs [1/1 ✓]"
+    );
+    let status = console
+        .command_block("/status", |l| l.starts_with("documents:"))
+        .await;
+    assert!(
+        status
+            .iter()
+            .any(|l| l.starts_with("model: none configured")),
+        "{status:?}"
+    );
+    console.quit().await;
+}
