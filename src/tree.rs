@@ -298,10 +298,31 @@ impl Supervisor {
         match strategy {
             RestartStrategy::RestartOne => self.spawn(agent),
             RestartStrategy::RestartAll => {
+                // Every live sibling is restarted too, and each restart is recorded (it counts
+                // toward that sibling's restart limit like any other).
                 for sibling in siblings {
+                    if sibling.eq_ignore_ascii_case(agent) {
+                        continue;
+                    }
+                    let reason = format!("restart-all: its sibling {agent} failed");
+                    let receipt = self
+                        .tavern
+                        .submit(
+                            Actor::Tavern,
+                            Intent::RestartAgent {
+                                agent: sibling.clone(),
+                                reason,
+                            },
+                            None,
+                        )
+                        .await;
+                    if let Err(e) = receipt {
+                        tracing::error!("could not record the restart of {sibling}: {e}");
+                    }
                     self.spawn(&sibling);
                 }
                 self.spawn(agent);
+                self.sync();
             }
         }
     }

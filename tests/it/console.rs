@@ -187,3 +187,64 @@ async fn commands_work_without_a_model() {
     );
     console.quit().await;
 }
+
+const ASKING: &str = r#"
+[[reply]]
+agent = "Jake"
+tools = [{ summon = { assignment = "pick a database" } }]
+
+[[reply]]
+agent = "Frodo"
+tools = [{ summon = { assignment = "set up storage" } }]
+
+[[reply]]
+agent = "Sam"
+text = "One question first."
+tools = [{ ask = { question = "Postgres or SQLite?", class = "deep" } }]
+
+[[reply]]
+agent = "Sam"
+text = "SQLite it is."
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_bubbles_up_to_the_requester_who_answers_in_the_agents_conversation() {
+    let project = Project::new();
+    let script = project.write("asking.toml", ASKING);
+    let model = format!("scripted:{}", script.display());
+    let mut console = Console::start(project.path(), &["--model", &model]);
+    console.send("we need storage").await;
+    console
+        .expect_contains("· Sam: Working → WaitingForInput (asked a question)")
+        .await;
+    console
+        .expect_contains("? @alice [DEEP] Sam asks: Postgres or SQLite? (via Frodo → Jake)")
+        .await;
+    console.send("/join Sam").await;
+    console.expect_contains("joined Sam").await;
+    console.send("SQLite").await;
+    console
+        .expect_contains("· Sam: WaitingForInput → Working (new input)")
+        .await;
+    console
+        .expect_contains("[Sam] (scripted) SQLite it is.")
+        .await;
+    console.send("/leave").await;
+    console.expect_contains("back with Jake").await;
+    console.quit().await;
+
+    // Sam's conversation, as its model saw it, included the join notice and the answer.
+    let state = tavern::app::replay(&project.tavern().join("log"), "main", None).unwrap();
+    let sam = state.agent("Sam").unwrap();
+    let texts: Vec<&str> = sam
+        .conversation
+        .iter()
+        .map(|&i| state.messages[i].text.as_str())
+        .collect();
+    assert!(
+        texts.contains(&"@alice joined the conversation."),
+        "{texts:?}"
+    );
+    assert!(texts.contains(&"SQLite"), "{texts:?}");
+    assert!(!sam.modes.user_present);
+}

@@ -5,7 +5,10 @@
 
 mod support;
 
+mod bus;
 mod console;
 mod crash;
+mod documents;
 mod errors;
 mod replay;
+mod tree;

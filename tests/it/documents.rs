@@ -1,0 +1,162 @@
+//! The `.tavern/` documents: the projection of the log, edits by people, and the one-Jake lock.
+
+use std::time::Duration;
+
+use tavern::app::App;
+use tavern::config::Config;
+use tavern::domain::{Actor, Intent, Outcome, Summon};
+use tavern::executor::Event;
+use tavern_plugin_api::AgentKind;
+
+use crate::support::{run_tavern, Console, Project};
+
+fn config(project: &Project) -> Config {
+    Config {
+        project: project.path().to_path_buf(),
+        tavern_dir: project.tavern(),
+        theme: "lotr".to_string(),
+        default_model: None,
+        max_concurrent_calls: 2,
+        verify_timeout: Duration::from_secs(5),
+        output_limit: 1024,
+        console_user: "alice".to_string(),
+        max_restarts: 2,
+    }
+}
+
+/// Waits for an event matching `pred`.
+async fn event(
+    events: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<Event>>,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(event) if pred(&event) => return (*event).clone(),
+                Ok(_) => continue,
+                Err(e) => panic!("event stream failed while waiting for {what}: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persons_edit_is_recorded_and_a_managed_field_edit_is_refused_and_restored() {
+    let project = Project::new();
+    let app = App::start(config(&project)).await.unwrap();
+    let tavern = app.tavern.clone();
+    tavern
+        .submit(
+            Actor::User("alice".into()),
+            Intent::Summon(Summon {
+                parent: "Jake".into(),
+                assignment: Some("write docs".into()),
+                kind: AgentKind::Mortal,
+                expert: None,
+                name: None,
+                model: None,
+            }),
+            None,
+        )
+        .await
+        .unwrap();
+    tavern.flush().await;
+    let path = project.tavern().join("agents/Frodo.md");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut events = tavern.subscribe();
+
+    // A person adds notes in their editor.
+    let edited = original.replace("## Notes\n", "## Notes\nUse the house style.\n");
+    std::fs::write(&path, &edited).unwrap();
+    let recorded = event(&mut events, "the notes edit", |e| {
+        e.actor == Some(Actor::File)
+            && e.outcomes
+                .iter()
+                .any(|o| matches!(o, Outcome::NotesChanged { text, .. } if text == "Use the house style."))
+    })
+    .await;
+    assert!(matches!(recorded.intent, Some(Intent::EditDocument { .. })));
+    assert_eq!(
+        tavern.read(|s| s.agent("Frodo").unwrap().notes.clone()),
+        "Use the house style."
+    );
+
+    // A person marks the agent done by editing its state: refused, recorded, and the file restored.
+    tavern.flush().await;
+    let current = std::fs::read_to_string(&path).unwrap();
+    let forged = current.replace("state = \"working\"", "state = \"done\"");
+    std::fs::write(&path, &forged).unwrap();
+    let refused = event(&mut events, "the refused edit", |e| {
+        e.actor == Some(Actor::File) && e.error.is_some()
+    })
+    .await;
+    assert!(
+        refused.error.as_deref().unwrap().contains("`state`"),
+        "{refused:?}"
+    );
+    // The refused text is kept in the log.
+    match refused.intent {
+        Some(Intent::EditDocument {
+            content: Some(c), ..
+        }) => assert_eq!(c, forged),
+        other => panic!("{other:?}"),
+    }
+    tavern.flush().await;
+    let restored = std::fs::read_to_string(&path).unwrap();
+    assert!(restored.contains("state = \"working\""), "{restored}");
+    assert!(restored.contains("Use the house style."), "{restored}");
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_and_agents_survive_a_restart_as_documents() {
+    let project = Project::new();
+    let (ok, _, _) = run_tavern(
+        project.path(),
+        &["console"],
+        "/summon a\n/summon b --parent Frodo\nhello Jake\n/join Sam\nhi Sam\n",
+    )
+    .await;
+    assert!(ok);
+    let messages = std::fs::read_dir(project.tavern().join("messages"))
+        .unwrap()
+        .count();
+    let app = App::start(config(&project)).await.unwrap();
+    let state = app.tavern.read(|s| s.clone());
+    assert_eq!(state.messages.len(), messages);
+    assert!(state.messages.iter().any(|m| m.text == "hi Sam"));
+    assert_eq!(state.agent("Sam").unwrap().parent.as_deref(), Some("Frodo"));
+    assert_eq!(app.report.repaired_documents, 0);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_document_is_repaired_from_the_log_at_start() {
+    let project = Project::new();
+    let (ok, _, _) = run_tavern(project.path(), &["console"], "/summon a\n").await;
+    assert!(ok);
+    let path = project.tavern().join("agents/Frodo.md");
+    let before = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let (ok, stdout, _) = run_tavern(project.path(), &["console"], "").await;
+    assert!(ok);
+    assert!(stdout.contains("repaired 1 documents"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tavern_on_the_same_project_is_refused() {
+    let project = Project::new();
+    let mut first = Console::start(project.path(), &[]);
+    first.expect_contains("Type to talk to Jake").await;
+    let (ok, _, stderr) = run_tavern(project.path(), &["console"], "").await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("another Tavern is already running on this project"),
+        "{stderr}"
+    );
+    first.quit().await;
+}

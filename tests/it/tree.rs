@@ -1,0 +1,85 @@
+//! Supervision: failed agent tasks are restarted by their parent's strategy, then reaped at the limit.
+
+use crate::support::{Console, Project};
+
+const FLAKY: &str = r#"
+[[reply]]
+agent = "Jake"
+text = "Two Regulars, coming up."
+tools = [
+  { summon = { assignment = "flaky work" } },
+  { summon = { assignment = "steady work" } },
+]
+
+[[reply]]
+agent = "Frodo"
+error = "the model service is down"
+"#;
+
+fn start(project: &Project) -> Console {
+    let script = project.write("flaky.toml", FLAKY);
+    let config = project.write("tavern.toml", "[supervisor]\nmax_restarts = 2\n");
+    Console::start(
+        project.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--model",
+            &format!("scripted:{}", script.display()),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_one_retries_the_failed_agent_then_reaps_it_and_tells_the_parent() {
+    let project = Project::new();
+    let mut console = start(&project);
+    console.send("two jobs please").await;
+    console.expect_contains("the model service is down").await;
+    console
+        .expect_contains("! Frodo's task was restarted (restart 1)")
+        .await;
+    console
+        .expect_contains("! Frodo's task was restarted (restart 2)")
+        .await;
+    let reaped = console
+        .expect_contains("· Frodo: Working → FailedReaped")
+        .await;
+    assert!(
+        reaped.contains("failed 3 times (limit 2)") && reaped.contains("the model service is down"),
+        "{reaped}"
+    );
+    console.expect_contains("! Jake ← Frodo was reaped").await;
+    let tree = console
+        .command_block("/agents", |l| l.contains("Sam ("))
+        .await;
+    assert!(
+        tree[1].contains("Frodo (mortal) FailedReaped †"),
+        "{tree:?}"
+    );
+    assert!(tree[2].contains("Sam (mortal) Working"), "{tree:?}");
+    // Restart-one leaves the healthy sibling alone.
+    assert!(!console
+        .transcript
+        .iter()
+        .any(|l| l.contains("Sam's task was restarted")));
+    console.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_all_restarts_every_live_sibling() {
+    let project = Project::new();
+    let mut console = start(&project);
+    console.send("/strategy Jake all").await;
+    console
+        .expect_contains("· Jake restart strategy: RestartAll")
+        .await;
+    console.send("two jobs please").await;
+    console
+        .expect_contains("! Frodo's task was restarted (restart 1)")
+        .await;
+    console
+        .expect_contains("! Sam's task was restarted (restart 1)")
+        .await;
+    console.quit().await;
+}
