@@ -473,10 +473,7 @@ impl Tavern {
         while let Some(first) = jobs.recv().await {
             // Take everything queued so each document is written once per batch, however many records
             // touched it.
-            let mut batch = vec![first];
-            while let Ok(more) = jobs.try_recv() {
-                batch.push(more);
-            }
+            let batch = gather(first, &mut jobs).await;
             let mut flushes = Vec::new();
             let mut writes: BTreeMap<DocId, projection::DocWrite> = BTreeMap::new();
             let mut forced: BTreeMap<DocId, projection::DocWrite> = BTreeMap::new();
@@ -658,6 +655,38 @@ impl Tavern {
         self.inner.log.close().await?;
         Ok(())
     }
+}
+
+/// How long the projector waits for more records before writing, and the longest it lets a batch grow.
+/// Waiting lets a burst of intents (a summon storm, a busy turn) rewrite each document once instead of
+/// once per record, and keeps the documents' fsyncs out of the way of the log's.
+const QUIET: Duration = Duration::from_millis(5);
+const MAX_DELAY: Duration = Duration::from_millis(250);
+
+/// Collects a batch of projector jobs: everything that arrives until the queue has been quiet for
+/// [`QUIET`], or [`MAX_DELAY`] has passed, or someone asks for a flush.
+async fn gather(
+    first: ProjectorJob,
+    jobs: &mut mpsc::UnboundedReceiver<ProjectorJob>,
+) -> Vec<ProjectorJob> {
+    let deadline = tokio::time::Instant::now() + MAX_DELAY;
+    let mut flushing = matches!(first, ProjectorJob::Flush(_));
+    let mut batch = vec![first];
+    while !flushing {
+        let wait = QUIET.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, jobs.recv()).await {
+            Ok(Some(job)) => {
+                flushing = matches!(job, ProjectorJob::Flush(_));
+                batch.push(job);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // Whatever else is already queued rides along.
+    while let Ok(job) = jobs.try_recv() {
+        batch.push(job);
+    }
+    batch
 }
 
 fn write_id(write: &projection::DocWrite) -> &DocId {

@@ -40,6 +40,7 @@ mod codec;
 mod error;
 mod lines;
 mod reader;
+mod replay;
 mod writer;
 
 #[cfg(test)]
@@ -47,7 +48,8 @@ mod tests;
 
 pub use branch::{create_branch, edit_into_branch, list_branches, BranchInfo, Fork};
 pub use error::LogError;
-pub use reader::{LogReader, ReplayStats};
+pub use reader::LogReader;
+pub use replay::ReplayStats;
 pub use writer::{Log, LogOptions, LogStats, OpenReport, Ticket};
 
 /// A log sequence number. Entries are numbered from 1; 0 means "before the first entry".

@@ -142,7 +142,11 @@ pub(crate) fn read_header(
                     version,
                     supported,
                 },
-                None => LogError::damaged(path, 1, format!("the header line is not valid: {e}")),
+                None => LogError::damaged(
+                    path,
+                    1,
+                    format!("the header line is not valid: {}", codec::json_reason(&e)),
+                ),
             });
         }
     };
@@ -403,7 +407,8 @@ pub(crate) fn create_file_atomically(
 fn write_and_link(temp: &Path, path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut file = OpenOptions::new().write(true).create_new(true).open(temp)?;
     file.write_all(contents)?;
-    file.sync_all()?;
+    // fdatasync also persists the file size, which is all a new file needs to be readable.
+    file.sync_data()?;
     drop(file);
     std::fs::hard_link(temp, path)
 }

@@ -2,8 +2,8 @@
 //!
 //! Readers never parse more than they must. `read_range` binary-searches entry lines (entry seqs
 //! strictly increase within a file) and `tail` scans backward from the end, so both cost the
-//! size of the answer rather than the size of the log; `replay` streams every line through one
-//! reusable buffer with a single typed parse per line.
+//! size of the answer rather than the size of the log; `replay` (see the `replay` module)
+//! streams every line with a single typed parse per line.
 
 use std::marker::PhantomData;
 use std::ops::ControlFlow;
@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use super::branch::BranchInfo;
 use super::chain::{Bound, Chain, Segment};
-use super::codec::{self, LineError};
-use super::lines::{self, ForwardLines, PROBE_CHUNK, STREAM_CHUNK};
+use super::codec;
+use super::lines::{self, ForwardLines, PROBE_CHUNK};
+use super::replay::{self, ReplayStats};
 use super::{Entry, LogError, Record, Schema, Seq};
 
 /// Below this many bytes the binary search switches to a linear scan: a few pages are cheaper
@@ -21,17 +22,6 @@ use super::{Entry, LogError, Record, Schema, Seq};
 const LINEAR_WINDOW: u64 = 16 << 10;
 /// Buffer size for range reads, which usually cover a modest number of lines.
 const RANGE_CHUNK: usize = 64 << 10;
-
-/// What a replay visited.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReplayStats {
-    /// Entry records passed to the callback.
-    pub entries: u64,
-    /// Update records passed to the callback.
-    pub updates: u64,
-    /// Bytes of record lines read, including their newlines.
-    pub bytes: u64,
-}
 
 /// One segment of a chain with the bound in force for a single read call.
 pub(crate) struct Span<'a> {
@@ -206,22 +196,6 @@ impl<S: Schema> LogReader<S> {
         (spans(&self.chain, end, last), last)
     }
 
-    /// Turns a line decoding error into a `LogError` for the line starting at `offset`.
-    fn line_error(seg: &Segment, offset: u64, error: LineError) -> LogError {
-        match error {
-            LineError::Damaged(reason) => lines::damaged_at(&seg.file, &seg.path, offset, reason),
-            LineError::Newer(version) => match lines::line_number(&seg.file, &seg.path, offset) {
-                Ok(line) => LogError::NewerSchema {
-                    path: seg.path.clone(),
-                    line,
-                    version,
-                    supported: S::VERSION,
-                },
-                Err(e) => e,
-            },
-        }
-    }
-
     /// Entries with seq in `[from, to]`, in order, each merged with the later updates visible in
     /// the branch (status and error from the latest record, outcomes appended in order).
     ///
@@ -269,7 +243,12 @@ impl<S: Schema> LogReader<S> {
                 offset,
                 format!("expected entry {seq} on this line"),
             )),
-            Err(e) => Err(Self::line_error(span.seg, offset, e)),
+            Err(e) => Err(replay::line_error::<S>(
+                &span.seg.file,
+                &span.seg.path,
+                offset,
+                e,
+            )),
         }
     }
 
@@ -362,7 +341,7 @@ impl<S: Schema> LogReader<S> {
                     }
                 }
                 let record = codec::decode_record::<S>(line)
-                    .map_err(|e| Self::line_error(seg, line_start, e))?;
+                    .map_err(|e| replay::line_error::<S>(&seg.file, &seg.path, line_start, e))?;
                 match record {
                     Record::Entry(entry) => {
                         let expected = from + have;
@@ -426,14 +405,17 @@ impl<S: Schema> LogReader<S> {
     /// not included. `n` beyond the last entry is an error rather than a silent full replay.
     ///
     /// Entry seqs are checked to increase by one and updates to follow their entry, so a log
-    /// that was edited inconsistently fails here instead of producing a wrong state.
+    /// that was edited inconsistently fails here instead of producing a wrong state. Records
+    /// delivered before a damaged line stay delivered; the error comes right after them.
+    ///
+    /// Large logs are parsed on two threads (see the `replay` module); `f` always runs on the
+    /// calling thread, in order.
     pub fn replay(
         &self,
         upto: Option<Seq>,
-        mut f: impl FnMut(Record<S>),
+        f: impl FnMut(Record<S>),
     ) -> Result<ReplayStats, LogError> {
         let (spans, last) = self.spans();
-        let mut stats = ReplayStats::default();
         if let Some(n) = upto {
             if n > last {
                 return Err(LogError::SeqOutOfRange {
@@ -443,73 +425,9 @@ impl<S: Schema> LogReader<S> {
                 });
             }
             if n == 0 {
-                return Ok(stats);
+                return Ok(ReplayStats::default());
             }
         }
-        let mut next_entry: Seq = 1;
-        for (i, span) in spans.iter().enumerate() {
-            let seg = span.seg;
-            let mut lines =
-                ForwardLines::new(&seg.file, &seg.path, seg.start, span.end, STREAM_CHUNK);
-            while let Some((line_start, line)) = lines.next_line()? {
-                stats.bytes += line.len() as u64 + 1;
-                let record = codec::decode_record::<S>(line)
-                    .map_err(|e| Self::line_error(seg, line_start, e))?;
-                match record {
-                    Record::Entry(entry) => {
-                        if entry.seq != next_entry {
-                            return Err(lines::damaged_at(
-                                &seg.file,
-                                &seg.path,
-                                line_start,
-                                format!(
-                                    "entry seq {} where {next_entry} was expected; entry seqs must increase by one",
-                                    entry.seq
-                                ),
-                            ));
-                        }
-                        next_entry += 1;
-                        stats.entries += 1;
-                        let stop = upto == Some(entry.seq);
-                        f(Record::Entry(entry));
-                        if stop {
-                            return Ok(stats);
-                        }
-                    }
-                    Record::Update(update) => {
-                        if update.seq == 0 || update.seq >= next_entry {
-                            return Err(lines::damaged_at(
-                                &seg.file,
-                                &seg.path,
-                                line_start,
-                                format!(
-                                    "update for entry {} before that entry was recorded",
-                                    update.seq
-                                ),
-                            ));
-                        }
-                        stats.updates += 1;
-                        f(Record::Update(update));
-                    }
-                }
-            }
-            // An ancestor segment must end exactly at the fork's entry, or the child's header
-            // and the parent's file disagree about what the branch contains.
-            if let Some(child) = spans.get(i + 1) {
-                if next_entry - 1 != span.last_seq {
-                    return Err(LogError::damaged(
-                        &child.seg.path,
-                        1,
-                        format!(
-                            "the header forks after entry {}, but {} holds entries up to {} before the fork offset",
-                            span.last_seq,
-                            seg.path.display(),
-                            next_entry - 1
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(stats)
+        replay::run::<S>(&spans, upto, f)
     }
 }

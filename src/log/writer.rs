@@ -298,6 +298,9 @@ impl Future for Ticket {
 }
 
 /// The writer of one branch file. Cloning shares the same writer.
+///
+/// Prefer [`Log::close`] at shutdown: dropping the last handle also writes, syncs and joins the
+/// writer thread, but it has to block the dropping thread while it does.
 pub struct Log<S: Schema> {
     inner: Arc<Inner>,
     _schema: PhantomData<fn() -> S>,

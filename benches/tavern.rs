@@ -1,0 +1,123 @@
+//! End-to-end cost of running a tavern: 100 summons and 100 dismissals through the executor, with the
+//! real command log (fsync on) and the real `.tavern/` documents.
+//!
+//! A working agent cannot be Dismissed (only a Done one can), so the dismissal measured here is the
+//! reap, which is what `/reap` and a parent's "dismiss that child now" do. The time counted ends when
+//! the last intent is acknowledged (durable in the log); documents are written behind it, and the time
+//! until they are all written is printed separately.
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use tavern::app::App;
+use tavern::config::Config;
+use tavern::domain::{Actor, Intent, Summon};
+use tavern_plugin_api::AgentKind;
+
+fn config(dir: &std::path::Path) -> Config {
+    Config {
+        project: dir.to_path_buf(),
+        tavern_dir: dir.join(".tavern"),
+        theme: "lotr".to_string(),
+        default_model: None,
+        max_concurrent_calls: 10,
+        verify_timeout: Duration::from_secs(30),
+        output_limit: 4096,
+        console_user: "bench".to_string(),
+        max_restarts: 3,
+    }
+}
+
+/// Runs 100 summons then 100 reaps; returns (time to the last acknowledgement, time to documents
+/// written, log bytes per entry).
+async fn hundred(dir: &std::path::Path) -> (Duration, Duration, f64) {
+    let app = App::start(config(dir)).await.expect("start a tavern");
+    let tavern = app.tavern.clone();
+    let user = Actor::User("bench".into());
+    let start = Instant::now();
+    let mut names = Vec::with_capacity(100);
+    for i in 0..100 {
+        let receipt = tavern
+            .submit(
+                user.clone(),
+                Intent::Summon(Summon {
+                    parent: "Jake".into(),
+                    assignment: Some(format!("task {i}")),
+                    kind: AgentKind::Mortal,
+                    expert: None,
+                    name: None,
+                    model: None,
+                }),
+                None,
+            )
+            .await
+            .expect("summon");
+        if let tavern::executor::Receipt::Accepted { outcomes, .. } = receipt {
+            for o in outcomes {
+                if let tavern::domain::Outcome::AgentSummoned(n) = o {
+                    names.push(n.name);
+                }
+            }
+        }
+    }
+    for name in &names {
+        tavern
+            .submit(
+                user.clone(),
+                Intent::Reap {
+                    agent: name.clone(),
+                    reason: "bench".into(),
+                },
+                None,
+            )
+            .await
+            .expect("reap");
+    }
+    let acknowledged = start.elapsed();
+    tavern.flush().await;
+    let written = start.elapsed();
+    assert_eq!(names.len(), 100);
+    let entries = tavern.read(|s| s.last_seq);
+    app.shutdown().await.expect("shutdown");
+    let bytes = std::fs::metadata(dir.join(".tavern/log/main.jsonl"))
+        .expect("log exists")
+        .len();
+    (acknowledged, written, bytes as f64 / entries as f64)
+}
+
+fn summons_and_dismissals(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("tavern");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    let last = std::sync::Arc::new(std::sync::Mutex::new((Duration::ZERO, Duration::ZERO, 0.0)));
+    group.bench_function("100 summons + 100 dismissals (acknowledged)", |b| {
+        b.to_async(&runtime).iter_custom(|iters| {
+            let last = last.clone();
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+                    let result = hundred(dir.path()).await;
+                    total += result.0;
+                    *last.lock().expect("not poisoned") = result;
+                }
+                total
+            }
+        })
+    });
+    group.finish();
+    let last = *last.lock().expect("not poisoned");
+    eprintln!(
+        "summary: 100 summons + 100 dismissals acknowledged in {:.1} ms; all documents written after {:.1} ms; {:.0} log bytes per entry",
+        last.0.as_secs_f64() * 1e3,
+        last.1.as_secs_f64() * 1e3,
+        last.2
+    );
+}
+
+criterion_group!(benches, summons_and_dismissals);
+criterion_main!(benches);
