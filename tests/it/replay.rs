@@ -275,3 +275,87 @@ async fn replay_calls_no_model() {
     assert_eq!(replayed.agent("Jake").unwrap().turns, 1);
     app.shutdown().await.unwrap();
 }
+
+/// The log's library operations on a real tavern's log: the state as of entry N, a branch at N that
+/// copies nothing, an edited intent on a new branch, and the list of branches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_as_of_n_branches_and_edits() {
+    use tavern::domain::TavernSchema;
+    use tavern::log::{create_branch, edit_into_branch, list_branches, LogReader, Status};
+
+    let project = Project::new();
+    let mut cfg = config(&project, &project.write("script.toml", SCRIPT));
+    cfg.default_model = None;
+    let app = App::start(cfg).await.unwrap();
+    let mut snapshots = Vec::new();
+    for assignment in ["one", "two", "three"] {
+        let receipt = app
+            .tavern
+            .submit(
+                Actor::User("alice".into()),
+                Intent::Summon(Summon {
+                    parent: "Jake".into(),
+                    assignment: Some(assignment.into()),
+                    kind: AgentKind::Mortal,
+                    expert: None,
+                    name: None,
+                    model: None,
+                }),
+                None,
+            )
+            .await
+            .unwrap();
+        snapshots.push((receipt.seq(), app.tavern.read_head(|s| s.clone())));
+    }
+    app.shutdown().await.unwrap();
+    let dir = project.tavern().join("log");
+
+    // The state as of each entry is exactly what the live run had right after it.
+    for (seq, snapshot) in &snapshots {
+        assert_eq!(
+            &replay(&dir, "main", Some(*seq)).unwrap(),
+            snapshot,
+            "as of #{seq}"
+        );
+    }
+
+    // A branch at entry 2 holds exactly the prefix, without copying it.
+    let main_len = std::fs::metadata(dir.join("main.jsonl")).unwrap().len();
+    let branch = create_branch(&dir, "what-if", "main", 2).unwrap();
+    let branch_len = std::fs::metadata(&branch.path).unwrap().len();
+    assert!(
+        branch_len < 200 && branch_len < main_len / 4,
+        "{branch_len} vs {main_len}"
+    );
+    assert_eq!(replay(&dir, "what-if", None).unwrap(), snapshots[0].1);
+
+    // Editing entry 3's intent makes a new branch whose entry 3 is the edited intent, pending.
+    let edited = Intent::Summon(Summon {
+        parent: "Jake".into(),
+        assignment: Some("a different plan".into()),
+        kind: AgentKind::Drone,
+        expert: None,
+        name: None,
+        model: None,
+    });
+    edit_into_branch::<TavernSchema>(&dir, "edit-3", "main", 3, edited.clone(), 0).unwrap();
+    let reader = LogReader::<TavernSchema>::open(&dir, "edit-3").unwrap();
+    let entries = reader.read_range(1, reader.last_seq()).unwrap();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[2].intent, edited);
+    assert_eq!(entries[2].status, Status::Pending);
+    assert_eq!(entries[1].intent, {
+        let main = LogReader::<TavernSchema>::open(&dir, "main").unwrap();
+        main.read_range(2, 2).unwrap()[0].intent.clone()
+    });
+    let state = replay(&dir, "edit-3", None).unwrap();
+    assert!(state.open.contains_key(&3));
+    assert_eq!(state.agents.len(), snapshots[0].1.agents.len());
+
+    let names: Vec<String> = list_branches(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, vec!["edit-3", "main", "what-if"]);
+}
