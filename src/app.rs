@@ -9,7 +9,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::blackboard::{ChangeKind, DocId, DocStore, FsStore, StoreError, Watch};
+use crate::blackboard::{DocId, DocStore, FsStore, StoreError, Watch};
 use crate::config::Config;
 use crate::domain::{Actor, Intent, TavernState};
 use crate::executor::{ExecError, ExecutorTasks, ExternalEdit, Receipt, Settings, Tavern};
@@ -292,6 +292,12 @@ async fn resume(tavern: &Tavern, report: &mut StartReport) -> Result<(), ExecErr
     Ok(())
 }
 
+/// How long a document must stay unchanged before an edit to it is read. Editors and scripts often write
+/// a file in steps (truncate, then write); reading in between would see a half-saved file.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest a changed document waits, however busy the folder is.
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Records edits that people make to `.tavern/` files, and restores files whose edit was refused.
 async fn watch_documents(
     tavern: Tavern,
@@ -299,44 +305,57 @@ async fn watch_documents(
     mut found_by_projector: tokio::sync::mpsc::UnboundedReceiver<ExternalEdit>,
 ) {
     let cancel = tavern.cancel_token().clone();
+    let mut settling: std::collections::BTreeSet<DocId> = std::collections::BTreeSet::new();
+    let mut oldest = tokio::time::Instant::now();
     loop {
-        let (id, content) = tokio::select! {
+        if settling.is_empty() {
+            oldest = tokio::time::Instant::now();
+        }
+        let wait = SETTLE
+            .min((oldest + SETTLE_MAX).saturating_duration_since(tokio::time::Instant::now()));
+        tokio::select! {
             _ = cancel.cancelled() => break,
-            change = watch.next() => {
-                let Some(change) = change else { break };
-                let content = match change.kind {
-                    ChangeKind::Removed => None,
-                    ChangeKind::Written => match tavern.store().read(&change.id) {
+            change = watch.next() => match change {
+                Some(change) => {
+                    settling.insert(change.id);
+                }
+                None => break,
+            },
+            edit = found_by_projector.recv() => {
+                if let Some(id) = edit {
+                    settling.insert(id);
+                }
+            }
+            // Quiet for SETTLE (or waiting SETTLE_MAX already): read every document that changed and
+            // record what is not Tavern's own.
+            _ = tokio::time::sleep(wait), if !settling.is_empty() => {
+                for id in std::mem::take(&mut settling) {
+                    let content = match tavern.store().read(&id) {
                         Ok(content) => content,
                         Err(e) => {
-                            tracing::warn!("cannot read {} after it changed: {e}", change.id);
+                            tracing::warn!("cannot read {id} after it changed: {e}");
                             continue;
                         }
-                    },
-                };
-                if tavern.is_own_content(&change.id, content.as_deref()) {
-                    continue;
+                    };
+                    if !tavern.is_own_content(&id, content.as_deref()) {
+                        record_edit(&tavern, id, content).await;
+                    }
                 }
-                (change.id, content)
             }
-            edit = found_by_projector.recv() => match edit {
-                Some(edit) => edit,
-                None => continue,
-            },
-        };
-        record_edit(&tavern, id, content).await;
+        }
     }
 }
 
 async fn record_edit(tavern: &Tavern, id: DocId, content: Option<String>) {
     let path = id.relative_path().to_string_lossy().into_owned();
-    let intent = Intent::EditDocument { path, content };
+    let intent = Intent::EditDocument {
+        path,
+        content: content.clone(),
+    };
     match tavern.submit(Actor::File, intent, None).await {
-        Ok(Receipt::Accepted { .. }) => {
-            // Accepted edits change the state, which re-projects the file in Tavern's form.
-            tavern.restore(vec![id]);
-        }
-        Ok(Receipt::Rejected { .. }) => tavern.restore(vec![id]),
+        // Taken or refused, the file is then rewritten in Tavern's form from the state (a refused edit's
+        // text stays in the log).
+        Ok(_) => tavern.restore(id, content.as_deref()),
         Err(e) => tracing::warn!("could not record the edit of {id}: {e}"),
     }
 }

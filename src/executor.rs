@@ -133,14 +133,26 @@ struct Job {
 enum ProjectorJob {
     /// Rewrite the documents these outcomes touched.
     Outcomes(Vec<Outcome>),
-    /// Rewrite these documents from the state (after a refused file edit).
-    Restore(Vec<DocId>),
+    /// Rewrite a document from the state after a person's edit of it was recorded; the hash is of the
+    /// content that was recorded (`None`: the file had been deleted).
+    Restore(DocId, Option<u64>),
     /// Reply once everything queued before has been written.
     Flush(oneshot::Sender<()>),
 }
 
-/// A file edit the projector found before overwriting a document, handed to the watcher's path.
-pub(crate) type ExternalEdit = (DocId, Option<String>);
+/// When the projector may overwrite a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Precondition {
+    /// Always (at startup, before anyone else writes).
+    Unchecked,
+    /// If the file is absent, or holds what Tavern last wrote (or is about to write).
+    Ours,
+    /// If the file still holds the recorded edit with this hash, or what Tavern wrote.
+    Recorded(Option<u64>),
+}
+
+/// A document the projector found edited by someone else before overwriting it, handed to the watcher.
+pub(crate) type ExternalEdit = DocId;
 
 struct Inner {
     head: Mutex<TavernState>,
@@ -152,13 +164,36 @@ struct Inner {
     events: broadcast::Sender<Arc<Event>>,
     /// Hashes of the content this process last wrote per document, so the watcher can tell Tavern's own
     /// writes from a person's.
-    written: Mutex<HashMap<DocId, u64>>,
+    written: Mutex<HashMap<DocId, RecentWrites>>,
     settings: Settings,
     tracker: TaskTracker,
     cancel: CancellationToken,
     projection_errors: AtomicU64,
     last_projection_error: Mutex<Option<String>>,
     external_edits: mpsc::UnboundedSender<ExternalEdit>,
+}
+
+/// Hashes of the last few contents Tavern wrote to one document. More than the latest is kept because
+/// the watcher may read a file just before Tavern's newest write lands, and must still recognise what it
+/// reads as Tavern's own.
+#[derive(Debug, Default)]
+struct RecentWrites([Option<u64>; 4]);
+
+impl RecentWrites {
+    fn push(&mut self, hash: u64) {
+        if self.0[0] != Some(hash) {
+            self.0.rotate_right(1);
+            self.0[0] = Some(hash);
+        }
+    }
+
+    fn latest(&self) -> Option<u64> {
+        self.0[0]
+    }
+
+    fn contains(&self, hash: u64) -> bool {
+        self.0.contains(&Some(hash))
+    }
 }
 
 /// The shared handle to a running tavern. Cheap to clone.
@@ -284,12 +319,16 @@ impl Tavern {
         )
     }
 
-    fn env_parts(&self) -> (Millis, Option<String>, u32) {
-        (
-            now_ms(),
-            self.inner.settings.default_model.clone(),
-            self.inner.settings.max_restarts,
-        )
+    /// Runs `f` with a deciding environment: the current time, fresh UUIDs, the configured defaults.
+    fn with_env<R>(&self, f: impl FnOnce(&mut DecideEnv<'_>) -> R) -> R {
+        let mut new_id = || uuid::Uuid::new_v4().to_string();
+        let mut env = DecideEnv {
+            now: now_ms(),
+            new_id: &mut new_id,
+            default_model: self.inner.settings.default_model.as_deref(),
+            max_restarts: self.inner.settings.max_restarts,
+        };
+        f(&mut env)
     }
 
     /// Submits an intent: decides it, records it durably and applies it. Refusals are recorded too.
@@ -302,21 +341,14 @@ impl Tavern {
         if self.inner.cancel.is_cancelled() {
             return Err(ExecError::ShuttingDown);
         }
-        let (now, default_model, max_restarts) = self.env_parts();
         let verifies = match &intent {
             Intent::SignalDone { agent } => Some(agent.clone()),
             _ => None,
         };
-        let (done, receipt) = {
+        let (done, receipt) = self.with_env(|env| {
+            let now = env.now;
             let mut head = lock(&self.inner.head);
-            let mut new_id = || uuid::Uuid::new_v4().to_string();
-            let mut env = DecideEnv {
-                now,
-                new_id: &mut new_id,
-                default_model: default_model.as_deref(),
-                max_restarts,
-            };
-            let decision = decide(&head, &actor, &intent, &mut env);
+            let decision = decide(&head, &actor, &intent, env);
             let (status, outcomes, error, continues) = match &decision {
                 Ok(d) if d.continues => (Status::Executing, d.outcomes.clone(), None, true),
                 Ok(d) => (Status::Executed, d.outcomes.clone(), None, false),
@@ -363,8 +395,8 @@ impl Tavern {
                 },
                 Err(error) => Receipt::Rejected { seq, error },
             };
-            (done, receipt)
-        };
+            Ok::<_, ExecError>((done, receipt))
+        })?;
         done.await.unwrap_or(Err(ExecError::ShuttingDown))?;
         if let (Receipt::Accepted { seq, .. }, Some(agent)) = (&receipt, verifies) {
             self.spawn_verification(*seq, agent);
@@ -399,17 +431,10 @@ impl Tavern {
         seq: Seq,
         decide: impl FnOnce(&TavernState, &mut DecideEnv<'_>) -> (Status, Vec<Outcome>, Option<String>),
     ) -> Result<Vec<Outcome>, ExecError> {
-        let (now, default_model, max_restarts) = self.env_parts();
-        let (done, outcomes) = {
+        let (done, outcomes) = self.with_env(|env| {
+            let now = env.now;
             let mut head = lock(&self.inner.head);
-            let mut new_id = || uuid::Uuid::new_v4().to_string();
-            let mut env = DecideEnv {
-                now,
-                new_id: &mut new_id,
-                default_model: default_model.as_deref(),
-                max_restarts,
-            };
-            let (status, outcomes, error) = decide(&head, &mut env);
+            let (status, outcomes, error) = decide(&head, env);
             let update = Update {
                 seq,
                 ts: now,
@@ -428,8 +453,8 @@ impl Tavern {
                 outcomes: outcomes.clone(),
                 error,
             };
-            (self.send_job(ticket, record, event)?, outcomes)
-        };
+            Ok::<_, ExecError>((self.send_job(ticket, record, event)?, outcomes))
+        })?;
         done.await.unwrap_or(Err(ExecError::ShuttingDown))?;
         Ok(outcomes)
     }
@@ -475,40 +500,38 @@ impl Tavern {
             // touched it.
             let batch = gather(first, &mut jobs).await;
             let mut flushes = Vec::new();
-            let mut writes: BTreeMap<DocId, projection::DocWrite> = BTreeMap::new();
-            let mut forced: BTreeMap<DocId, projection::DocWrite> = BTreeMap::new();
+            let mut writes: BTreeMap<DocId, (projection::DocWrite, Precondition)> = BTreeMap::new();
             {
                 let durable = lock(&self.inner.durable);
                 for job in batch {
                     match job {
                         ProjectorJob::Outcomes(outcomes) => {
                             for write in projection::documents_for(&durable, &outcomes) {
-                                writes.insert(write_id(&write).clone(), write);
+                                let id = write_id(&write).clone();
+                                // A pending restore keeps its precondition; only the content updates.
+                                let pre = match writes.remove(&id) {
+                                    Some((_, pre)) => pre,
+                                    None => Precondition::Ours,
+                                };
+                                writes.insert(id, (write, pre));
                             }
                         }
-                        ProjectorJob::Restore(ids) => {
-                            for id in ids {
-                                if let Some(content) = projection::expected_content(&durable, &id) {
-                                    writes.remove(&id);
-                                    forced
-                                        .insert(id.clone(), projection::DocWrite::Put(id, content));
-                                }
+                        ProjectorJob::Restore(id, recorded) => {
+                            if let Some(content) = projection::expected_content(&durable, &id) {
+                                let write = projection::DocWrite::Put(id.clone(), content);
+                                writes.insert(id, (write, Precondition::Recorded(recorded)));
                             }
                         }
                         ProjectorJob::Flush(reply) => flushes.push(reply),
                     }
                 }
             }
-            if !writes.is_empty() || !forced.is_empty() {
+            if !writes.is_empty() {
                 let tavern = self.clone();
-                let writes: Vec<projection::DocWrite> = writes.into_values().collect();
-                let forced: Vec<projection::DocWrite> = forced.into_values().collect();
+                let writes: Vec<_> = writes.into_values().collect();
                 // Document IO is blocking (fsyncs); keep it off the async workers.
-                let outcome = tokio::task::spawn_blocking(move || {
-                    tavern.write_documents(writes, true);
-                    tavern.write_documents(forced, false);
-                })
-                .await;
+                let outcome =
+                    tokio::task::spawn_blocking(move || tavern.write_documents(writes)).await;
                 if let Err(e) = outcome {
                     self.projection_failed(format!("the document writer stopped: {e}"));
                 }
@@ -525,12 +548,12 @@ impl Tavern {
         *lock(&self.inner.last_projection_error) = Some(message);
     }
 
-    /// Writes documents. With `check`, it first makes sure nobody else changed each one since Tavern
-    /// last wrote it: a person's unrecorded edit is handed to the watcher's path instead of being
-    /// overwritten. Restoring a file after its edit was recorded skips the check, on purpose.
-    pub(crate) fn write_documents(&self, writes: Vec<projection::DocWrite>, check: bool) {
+    /// Writes documents, each only if its precondition holds. A file someone else changed since Tavern
+    /// last wrote it (and whose change is not yet recorded) is handed to the watcher instead of being
+    /// overwritten, so a person's edit is never lost to a projection.
+    pub(crate) fn write_documents(&self, writes: Vec<(projection::DocWrite, Precondition)>) {
         let store = &self.inner.store;
-        for write in writes {
+        for (write, pre) in writes {
             let id = write_id(&write).clone();
             let current = match store.read(&id) {
                 Ok(current) => current,
@@ -539,27 +562,34 @@ impl Tavern {
                     continue;
                 }
             };
-            let known = lock(&self.inner.written).get(&id).copied();
-            if let (true, Some(current), Some(known)) = (check, &current, known) {
-                let new_content = match &write {
-                    projection::DocWrite::Put(_, c) => Some(content_hash(c)),
-                    projection::DocWrite::Remove(_) => None,
-                };
-                let h = content_hash(current);
-                if h != known && Some(h) != new_content {
-                    // Someone edited the file since our last write and the watcher has not recorded it
-                    // yet. Record it first; its application re-projects this document.
-                    let _ = self.inner.external_edits.send((id, Some(current.clone())));
-                    continue;
-                }
+            let new_hash = match &write {
+                projection::DocWrite::Put(_, c) => Some(content_hash(c)),
+                projection::DocWrite::Remove(_) => None,
+            };
+            let current_hash = current.as_deref().map(content_hash);
+            let ours = || {
+                let latest = lock(&self.inner.written)
+                    .get(&id)
+                    .and_then(RecentWrites::latest);
+                current_hash.is_none() || current_hash == latest || current_hash == new_hash
+            };
+            let allowed = match pre {
+                Precondition::Unchecked => true,
+                Precondition::Ours => ours(),
+                Precondition::Recorded(recorded) => current_hash == recorded || ours(),
+            };
+            if !allowed {
+                // Someone edited the file and the edit is not recorded yet. Record it first; its
+                // application re-projects this document.
+                let _ = self.inner.external_edits.send(id);
+                continue;
             }
             let result = match &write {
                 projection::DocWrite::Put(_, content) => {
+                    self.remember(&id, content);
                     if current.as_deref() == Some(content.as_str()) {
-                        lock(&self.inner.written).insert(id.clone(), content_hash(content));
                         continue;
                     }
-                    lock(&self.inner.written).insert(id.clone(), content_hash(content));
                     store.write(&id, content)
                 }
                 projection::DocWrite::Remove(_) => {
@@ -578,6 +608,13 @@ impl Tavern {
         }
     }
 
+    fn remember(&self, id: &DocId, content: &str) {
+        lock(&self.inner.written)
+            .entry(id.clone())
+            .or_default()
+            .push(content_hash(content));
+    }
+
     /// Whether this content is what Tavern last wrote to the document, or what the state implies.
     pub(crate) fn is_own_content(&self, id: &DocId, content: Option<&str>) -> bool {
         let expected = self.read(|s| projection::expected_content(s, id));
@@ -585,14 +622,20 @@ impl Tavern {
             return true;
         }
         match content {
-            Some(c) => lock(&self.inner.written).get(id) == Some(&content_hash(c)),
+            Some(c) => lock(&self.inner.written)
+                .get(id)
+                .is_some_and(|w| w.contains(content_hash(c))),
             None => false,
         }
     }
 
-    /// Rewrites documents from the durable state (after a refused edit).
-    pub(crate) fn restore(&self, ids: Vec<DocId>) {
-        let _ = self.inner.projector.send(ProjectorJob::Restore(ids));
+    /// Rewrites a document from the durable state once a person's edit of it is recorded (taken or
+    /// refused), unless the file has changed again since `recorded` was read from it.
+    pub(crate) fn restore(&self, id: DocId, recorded: Option<&str>) {
+        let _ = self
+            .inner
+            .projector
+            .send(ProjectorJob::Restore(id, recorded.map(content_hash)));
     }
 
     /// Waits until every document change queued so far is written.
@@ -613,7 +656,7 @@ impl Tavern {
             if let projection::DocWrite::Put(id, content) = &write {
                 match store.read(id) {
                     Ok(Some(current)) if &current == content => {
-                        lock(&self.inner.written).insert(id.clone(), content_hash(content));
+                        self.remember(id, content);
                         continue;
                     }
                     _ => repaired += 1,
@@ -624,7 +667,12 @@ impl Tavern {
             }
         }
         // At startup nothing else writes yet, so there is no concurrent edit to protect.
-        self.write_documents(to_write, false);
+        self.write_documents(
+            to_write
+                .into_iter()
+                .map(|w| (w, Precondition::Unchecked))
+                .collect(),
+        );
         repaired
     }
 

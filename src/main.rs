@@ -96,7 +96,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Everything Tavern started has stopped by now (the tavern was shut down inside `run`); only the
+    // thread reading stdin may still be blocked in read(2), and waiting for it would hang the exit until
+    // someone pressed Enter.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

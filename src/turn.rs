@@ -288,62 +288,74 @@ struct AgentTools {
     caused: HashMap<u32, Seq>,
 }
 
-impl AgentTools {
-    fn intent(&self, call: ToolCall) -> Result<Intent, ToolResult> {
-        let me = self.agent.clone();
-        Ok(match call {
-            ToolCall::Summon {
-                assignment,
+/// What a tool call asks of Tavern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolRequest {
+    /// An intent, the same one a person's command produces.
+    Intent(Intent),
+    /// A read-only question (list the agents), answered from the state.
+    ListAgents,
+}
+
+/// Turns `agent`'s tool call into what it asks for. The intents are exactly those the console's
+/// commands produce, with the agent as the actor: a summon by tool and by `/summon` are one intent.
+pub fn tool_request(agent: &str, call: ToolCall) -> Result<ToolRequest, String> {
+    let me = agent.to_string();
+    Ok(ToolRequest::Intent(match call {
+        ToolCall::Summon {
+            assignment,
+            kind,
+            name,
+            model,
+        } => {
+            let (kind, expert) = match kind {
+                Some(k) => AgentKind::parse_summonable(&k).map_err(|e| e.to_string())?,
+                None => (AgentKind::Mortal, None),
+            };
+            Intent::Summon(Summon {
+                parent: me,
+                assignment: Some(assignment),
                 kind,
+                expert,
                 name,
                 model,
-            } => {
-                let (kind, expert) = match kind {
-                    Some(k) => AgentKind::parse_summonable(&k)
-                        .map_err(|e| ToolResult::err(e.to_string()))?,
-                    None => (AgentKind::Mortal, None),
-                };
-                Intent::Summon(Summon {
-                    parent: me,
-                    assignment: Some(assignment),
-                    kind,
-                    expert,
-                    name,
-                    model,
-                })
-            }
-            ToolCall::Ask { question, class } => Intent::AskUser {
-                agent: me,
-                question,
-                class,
-            },
-            ToolCall::Commit {
-                description,
-                assertion,
-                needs_signoff,
-            } => Intent::AddCommitment {
-                agent: me,
-                description,
-                assertion,
-                needs_signoff,
-            },
-            ToolCall::Done {} => Intent::SignalDone { agent: me },
-            ToolCall::Message { to, text } => Intent::SendMessage { to, text },
-            ToolCall::Broadcast { scope, text } => Intent::Broadcast { scope, text },
-            ToolCall::SetDescription { text } => Intent::SetDescription { agent: me, text },
-            ToolCall::Dismiss { name } => Intent::Dismiss { agent: name },
-            ToolCall::ListAgents {} => {
-                return Err(ToolResult::ok(
-                    self.tavern.read(crate::console::render::agent_tree),
-                ))
-            }
-        })
-    }
+            })
+        }
+        ToolCall::Ask { question, class } => Intent::AskUser {
+            agent: me,
+            question,
+            class,
+        },
+        ToolCall::Commit {
+            description,
+            assertion,
+            needs_signoff,
+        } => Intent::AddCommitment {
+            agent: me,
+            description,
+            assertion,
+            needs_signoff,
+        },
+        ToolCall::Done {} => Intent::SignalDone { agent: me },
+        ToolCall::Message { to, text } => Intent::SendMessage { to, text },
+        ToolCall::Broadcast { scope, text } => Intent::Broadcast { scope, text },
+        ToolCall::SetDescription { text } => Intent::SetDescription { agent: me, text },
+        ToolCall::Dismiss { name } => Intent::Dismiss { agent: name },
+        ToolCall::ListAgents {} => return Ok(ToolRequest::ListAgents),
+    }))
+}
 
+impl AgentTools {
     async fn dispatch(&self, index: u32, call: ToolCall) -> (Option<Seq>, ToolResult) {
-        let intent = match self.intent(call) {
-            Ok(intent) => intent,
-            Err(result) => return (None, result),
+        let intent = match tool_request(&self.agent, call) {
+            Ok(ToolRequest::Intent(intent)) => intent,
+            Ok(ToolRequest::ListAgents) => {
+                return (
+                    None,
+                    ToolResult::ok(self.tavern.read(crate::console::render::agent_tree)),
+                )
+            }
+            Err(error) => return (None, ToolResult::err(error)),
         };
         let cause = Cause {
             seq: self.seq,
@@ -448,5 +460,68 @@ impl Tools for AgentTools {
             return ToolResult::err(format!("the result could not be recorded: {e}"));
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::{parse, Command};
+
+    #[test]
+    fn a_summon_by_tool_and_by_command_is_the_same_intent() {
+        let by_tool = tool_request(
+            "Frodo",
+            ToolCall::Summon {
+                assignment: "write the tests".into(),
+                kind: Some("tester".into()),
+                name: None,
+                model: Some("scripted:x.toml".into()),
+            },
+        )
+        .unwrap();
+        let by_command = parse(
+            "/summon write the tests --type tester --parent Frodo --model scripted:x.toml",
+            "Jake",
+        )
+        .unwrap()
+        .unwrap();
+        match (by_tool, by_command) {
+            (ToolRequest::Intent(a), Command::Submit(b)) => assert_eq!(a, b),
+            other => panic!("{other:?}"),
+        }
+        let commit = tool_request(
+            "Sam",
+            ToolCall::Commit {
+                description: "tests pass".into(),
+                assertion: "cargo test".into(),
+                needs_signoff: false,
+            },
+        )
+        .unwrap();
+        match parse("/commit Sam tests pass -- cargo test", "Jake")
+            .unwrap()
+            .unwrap()
+        {
+            Command::Submit(b) => assert_eq!(commit, ToolRequest::Intent(b)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            tool_request("Sam", ToolCall::Done {}).unwrap(),
+            ToolRequest::Intent(Intent::SignalDone {
+                agent: "Sam".into()
+            })
+        );
+        assert!(tool_request(
+            "Sam",
+            ToolCall::Summon {
+                assignment: "x".into(),
+                kind: Some("wizard".into()),
+                name: None,
+                model: None
+            }
+        )
+        .unwrap_err()
+        .contains("unknown agent type"));
     }
 }

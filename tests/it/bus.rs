@@ -4,62 +4,20 @@ use std::time::Duration;
 
 use tavern::app::App;
 use tavern::bus::{self, MessageFilter};
-use tavern::config::Config;
-use tavern::domain::{Actor, Intent, Party, Summon};
-use tavern_plugin_api::{AgentKind, BroadcastScope, BusError};
+use tavern::domain::{Actor, Intent, Party};
+use tavern_plugin_api::{BroadcastScope, BusError};
 
-use crate::support::Project;
-
-fn config(project: &Project) -> Config {
-    Config {
-        project: project.path().to_path_buf(),
-        tavern_dir: project.tavern(),
-        theme: "greek-myth".to_string(),
-        default_model: None,
-        max_concurrent_calls: 2,
-        verify_timeout: Duration::from_secs(5),
-        output_limit: 1024,
-        console_user: "alice".to_string(),
-        max_restarts: 2,
-    }
-}
-
-async fn summon(app: &App, parent: &str) -> String {
-    let receipt = app
-        .tavern
-        .submit(
-            Actor::User("alice".into()),
-            Intent::Summon(Summon {
-                parent: parent.into(),
-                assignment: Some("work".into()),
-                kind: AgentKind::Mortal,
-                expert: None,
-                name: None,
-                model: None,
-            }),
-            None,
-        )
-        .await
-        .unwrap();
-    match receipt {
-        tavern::executor::Receipt::Accepted { outcomes, .. } => outcomes
-            .iter()
-            .find_map(|o| match o {
-                tavern::domain::Outcome::AgentSummoned(n) => Some(n.name.clone()),
-                _ => None,
-            })
-            .unwrap(),
-        other => panic!("{other:?}"),
-    }
-}
+use crate::support::{summon, test_config, Project};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_broadcast_and_subscribe() {
     let project = Project::new();
-    let app = App::start(config(&project)).await.unwrap();
-    let a = summon(&app, "Jake").await;
-    let b = summon(&app, &a).await;
-    let c = summon(&app, &a).await;
+    let app = App::start(test_config(&project, "greek-myth", None))
+        .await
+        .unwrap();
+    let a = summon(&app.tavern, "Jake", "work").await;
+    let b = summon(&app.tavern, &a, "work").await;
+    let c = summon(&app.tavern, &a, "work").await;
 
     let mut to_b = bus::subscribe(
         &app.tavern,

@@ -3,25 +3,30 @@
 use std::time::Duration;
 
 use tavern::app::App;
-use tavern::config::Config;
-use tavern::domain::{Actor, Intent, Outcome, Summon};
+use tavern::domain::{Actor, Intent, Outcome};
 use tavern::executor::Event;
-use tavern_plugin_api::AgentKind;
 
-use crate::support::{run_tavern, Console, Project};
+use crate::support::{run_tavern, summon, test_config, Console, Project};
 
-fn config(project: &Project) -> Config {
-    Config {
-        project: project.path().to_path_buf(),
-        tavern_dir: project.tavern(),
-        theme: "lotr".to_string(),
-        default_model: None,
-        max_concurrent_calls: 2,
-        verify_timeout: Duration::from_secs(5),
-        output_limit: 1024,
-        console_user: "alice".to_string(),
-        max_restarts: 2,
-    }
+/// Waits (on the blackboard's own watch stream) until the document's content satisfies `pred`.
+async fn file_becomes(project: &Project, relative: &str, pred: impl Fn(&str) -> bool) -> String {
+    use tavern::blackboard::{DocId, DocStore, FsStore};
+    let store = FsStore::open(project.tavern()).unwrap();
+    let mut watch = store.watch().unwrap();
+    let id = DocId::from_relative_path(std::path::Path::new(relative)).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(text) = store.read(&id).unwrap() {
+                if pred(&text) {
+                    return text;
+                }
+            }
+            // Any change may be the one; re-read after each.
+            watch.next().await.expect("the watch stream ended");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{relative} never reached the expected content"))
 }
 
 /// Waits for an event matching `pred`.
@@ -46,23 +51,11 @@ async fn event(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persons_edit_is_recorded_and_a_managed_field_edit_is_refused_and_restored() {
     let project = Project::new();
-    let app = App::start(config(&project)).await.unwrap();
-    let tavern = app.tavern.clone();
-    tavern
-        .submit(
-            Actor::User("alice".into()),
-            Intent::Summon(Summon {
-                parent: "Jake".into(),
-                assignment: Some("write docs".into()),
-                kind: AgentKind::Mortal,
-                expert: None,
-                name: None,
-                model: None,
-            }),
-            None,
-        )
+    let app = App::start(test_config(&project, "lotr", None))
         .await
         .unwrap();
+    let tavern = app.tavern.clone();
+    summon(&tavern, "Jake", "write docs").await;
     tavern.flush().await;
     let path = project.tavern().join("agents/Frodo.md");
     let original = std::fs::read_to_string(&path).unwrap();
@@ -104,9 +97,10 @@ async fn a_persons_edit_is_recorded_and_a_managed_field_edit_is_refused_and_rest
         }) => assert_eq!(c, forged),
         other => panic!("{other:?}"),
     }
-    tavern.flush().await;
-    let restored = std::fs::read_to_string(&path).unwrap();
-    assert!(restored.contains("state = \"working\""), "{restored}");
+    let restored = file_becomes(&project, "agents/Frodo.md", |t| {
+        t.contains("state = \"working\"")
+    })
+    .await;
     assert!(restored.contains("Use the house style."), "{restored}");
     app.shutdown().await.unwrap();
 }
@@ -124,7 +118,9 @@ async fn messages_and_agents_survive_a_restart_as_documents() {
     let messages = std::fs::read_dir(project.tavern().join("messages"))
         .unwrap()
         .count();
-    let app = App::start(config(&project)).await.unwrap();
+    let app = App::start(test_config(&project, "lotr", None))
+        .await
+        .unwrap();
     let state = app.tavern.read(|s| s.clone());
     assert_eq!(state.messages.len(), messages);
     assert!(state.messages.iter().any(|m| m.text == "hi Sam"));

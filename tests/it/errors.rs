@@ -20,15 +20,13 @@ async fn an_illegal_transition_is_refused_by_name_and_recorded() {
     assert!(error.contains("Jake"), "{error}");
     // The refusals are in the log, and Frodo is untouched.
     let log = console
-        .command_block("/log 2", |l| l.starts_with("#4 "))
+        .command_block("/log 2", |l| l.starts_with('#'), |l| l.starts_with("#4 "))
         .await;
     assert!(
         log[0].contains("dismiss Frodo → failed: Frodo cannot go from Working"),
         "{log:?}"
     );
-    let tree = console
-        .command_block("/agents", |l| l.contains("Frodo ("))
-        .await;
+    let tree = console.agents("Frodo").await;
     assert!(
         tree.last().unwrap().contains("Frodo (mortal) Working"),
         "{tree:?}"

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tavern::app::{replay, App};
-use tavern::config::Config;
 use tavern::domain::{Actor, Intent, ModesPatch, Summon};
 use tavern::model::ModelSpec;
 use tavern_plugin_api::{AgentKind, AgentState};
@@ -78,18 +77,12 @@ text = "Noted again."
 tools = [{ set_description = { text = "busy" } }]
 "#;
 
-fn config(project: &Project, script: &std::path::Path) -> Config {
-    Config {
-        project: project.path().to_path_buf(),
-        tavern_dir: project.tavern(),
-        theme: "rick-and-morty".to_string(),
-        default_model: Some(ModelSpec::Scripted(script.to_path_buf())),
-        max_concurrent_calls: 4,
-        verify_timeout: Duration::from_secs(10),
-        output_limit: 1024,
-        console_user: "alice".to_string(),
-        max_restarts: 3,
-    }
+fn config(project: &Project, script: &std::path::Path) -> tavern::config::Config {
+    crate::support::test_config(
+        project,
+        "rick-and-morty",
+        Some(ModelSpec::Scripted(script.to_path_buf())),
+    )
 }
 
 fn intent_for(op: &Op, names: &[String]) -> Intent {
@@ -268,12 +261,14 @@ async fn replay_calls_no_model() {
     settle(&app).await;
     let calls = app.sidecar.calls();
     assert_eq!(calls, 1, "Jake's turn made one model call");
-    let before = app.tavern.read_head(|s| s.clone());
+    let sidecar = app.sidecar.clone();
+    let tavern = app.tavern.clone();
+    app.shutdown().await.unwrap();
+    let before = tavern.read_head(|s| s.clone());
     let replayed = replay(&project.tavern().join("log"), "main", None).unwrap();
     assert_eq!(replayed, before);
-    assert_eq!(app.sidecar.calls(), calls);
+    assert_eq!(sidecar.calls(), calls);
     assert_eq!(replayed.agent("Jake").unwrap().turns, 1);
-    app.shutdown().await.unwrap();
 }
 
 /// The log's library operations on a real tavern's log: the state as of entry N, a branch at N that
@@ -289,23 +284,9 @@ async fn state_as_of_n_branches_and_edits() {
     let app = App::start(cfg).await.unwrap();
     let mut snapshots = Vec::new();
     for assignment in ["one", "two", "three"] {
-        let receipt = app
-            .tavern
-            .submit(
-                Actor::User("alice".into()),
-                Intent::Summon(Summon {
-                    parent: "Jake".into(),
-                    assignment: Some(assignment.into()),
-                    kind: AgentKind::Mortal,
-                    expert: None,
-                    name: None,
-                    model: None,
-                }),
-                None,
-            )
-            .await
-            .unwrap();
-        snapshots.push((receipt.seq(), app.tavern.read_head(|s| s.clone())));
+        crate::support::summon(&app.tavern, "Jake", assignment).await;
+        let state = app.tavern.read_head(|s| s.clone());
+        snapshots.push((state.last_seq, state));
     }
     app.shutdown().await.unwrap();
     let dir = project.tavern().join("log");

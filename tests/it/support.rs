@@ -195,6 +195,29 @@ impl Console {
         }
     }
 
+    /// Waits until a line containing each needle has been seen, in any order (for output of agents that
+    /// work concurrently).
+    pub async fn expect_all(&mut self, needles: &[&str]) {
+        let mut missing: Vec<&str> = needles.to_vec();
+        let deadline = tokio::time::Instant::now() + STEP;
+        while !missing.is_empty() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    missing.retain(|n| !line.contains(n));
+                    self.transcript.push(line);
+                }
+                _ => {
+                    let stderr = self.stderr_text();
+                    panic!(
+                        "never saw {missing:?}.\n--- transcript ---\n{}\n--- stderr ---\n{stderr}",
+                        self.transcript.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
     /// Waits for a line containing `needle`.
     pub async fn expect_contains(&mut self, needle: &str) -> String {
         let owned = needle.to_string();
@@ -204,12 +227,13 @@ impl Console {
         .await
     }
 
-    /// Sends a command and collects its output up to a marker line printed by a following `/help`-free
-    /// probe: `/log 1` is cheap and always prints a `#N` line.
+    /// Sends a command and collects the lines of its output (those `belongs` accepts; event lines
+    /// printed meanwhile are skipped) up to and including the line `last` accepts.
     pub async fn command_block(
         &mut self,
         command: &str,
-        last_line: impl Fn(&str) -> bool,
+        belongs: impl Fn(&str) -> bool,
+        last: impl Fn(&str) -> bool,
     ) -> Vec<String> {
         self.send(command).await;
         let mut block = Vec::new();
@@ -220,12 +244,22 @@ impl Console {
                     self.transcript.join("\n")
                 )
             });
-            let done = last_line(&line);
+            if !belongs(&line) {
+                continue;
+            }
+            let done = last(&line);
             block.push(line);
             if done {
                 return block;
             }
         }
+    }
+
+    /// `/agents`, up to the line naming `last_agent`.
+    pub async fn agents(&mut self, last_agent: &str) -> Vec<String> {
+        let needle = format!("{last_agent} (");
+        self.command_block("/agents", is_tree_line, move |l| l.contains(&needle))
+            .await
     }
 
     /// Sends `/quit` and waits for a clean exit; returns the remaining output.
@@ -255,6 +289,26 @@ impl Console {
         rest
     }
 
+    /// Sends SIGTERM (stdin stays open) and waits for a clean exit; returns the remaining output.
+    pub async fn terminate(mut self) -> Vec<String> {
+        let pid = self.child.id().expect("the console is running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("send SIGTERM");
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = tokio::time::timeout(STEP, self.lines.recv()).await {
+            rest.push(line);
+        }
+        let status = tokio::time::timeout(STEP, self.child.wait())
+            .await
+            .expect("the console did not exit after SIGTERM")
+            .expect("wait for the console");
+        assert!(status.success(), "exit status {status}: {rest:?}");
+        rest
+    }
+
     /// Kills the process with SIGKILL and waits for it.
     pub async fn kill(mut self) {
         self.child.start_kill().expect("send SIGKILL");
@@ -263,6 +317,14 @@ impl Console {
             .expect("the killed console did not exit")
             .expect("wait for the killed console");
     }
+}
+
+/// Whether a line is part of the `/agents` tree (the root, or a branch drawn with box characters).
+pub fn is_tree_line(line: &str) -> bool {
+    line.starts_with("Jake (")
+        || ["├─ ", "└─ ", "│  ", "   "]
+            .iter()
+            .any(|p| line.starts_with(p))
 }
 
 /// Runs the binary to completion with the given arguments and stdin; returns (success, stdout, stderr).
@@ -349,5 +411,54 @@ pub fn all_documents_parse(tavern: &Path) {
         each(&tavern.join(dir), |p, t| {
             front_matter::parse::<WorkFront>(t).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         });
+    }
+}
+
+/// A library-level configuration for a temporary project.
+pub fn test_config(
+    project: &Project,
+    theme: &str,
+    model: Option<tavern::model::ModelSpec>,
+) -> tavern::config::Config {
+    tavern::config::Config {
+        project: project.path().to_path_buf(),
+        tavern_dir: project.tavern(),
+        theme: theme.to_string(),
+        default_model: model,
+        max_concurrent_calls: 4,
+        verify_timeout: Duration::from_secs(10),
+        output_limit: 1024,
+        console_user: "alice".to_string(),
+        max_restarts: 2,
+    }
+}
+
+/// Summons a mortal under `parent` as alice and returns its name.
+pub async fn summon(tavern: &tavern::executor::Tavern, parent: &str, assignment: &str) -> String {
+    use tavern::domain::{Actor, Intent, Outcome, Summon};
+    let receipt = tavern
+        .submit(
+            Actor::User("alice".into()),
+            Intent::Summon(Summon {
+                parent: parent.into(),
+                assignment: Some(assignment.into()),
+                kind: tavern_plugin_api::AgentKind::Mortal,
+                expert: None,
+                name: None,
+                model: None,
+            }),
+            None,
+        )
+        .await
+        .expect("the log accepts the summon");
+    match receipt {
+        tavern::executor::Receipt::Accepted { outcomes, .. } => outcomes
+            .iter()
+            .find_map(|o| match o {
+                Outcome::AgentSummoned(n) => Some(n.name.clone()),
+                _ => None,
+            })
+            .expect("a summon names its agent"),
+        other => panic!("the summon was refused: {other:?}"),
     }
 }

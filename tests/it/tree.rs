@@ -50,9 +50,7 @@ async fn restart_one_retries_the_failed_agent_then_reaps_it_and_tells_the_parent
         "{reaped}"
     );
     console.expect_contains("! Jake ← Frodo was reaped").await;
-    let tree = console
-        .command_block("/agents", |l| l.contains("Sam ("))
-        .await;
+    let tree = console.agents("Sam").await;
     assert!(
         tree[1].contains("Frodo (mortal) FailedReaped †"),
         "{tree:?}"
