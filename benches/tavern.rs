@@ -25,6 +25,7 @@ fn config(dir: &std::path::Path) -> Config {
         output_limit: 4096,
         console_user: "bench".to_string(),
         max_restarts: 3,
+        restart_window: Duration::from_secs(60),
     }
 }
 

@@ -12,7 +12,9 @@ use tokio_util::task::TaskTracker;
 use crate::blackboard::{DocId, DocStore, FsStore, StoreError, Watch};
 use crate::config::Config;
 use crate::domain::{Actor, Intent, TavernState};
-use crate::executor::{ExecError, ExecutorTasks, ExternalEdit, Receipt, Settings, Tavern};
+use crate::executor::{
+    DocumentState, ExecError, ExecutorTasks, ExternalEdit, Receipt, Settings, Tavern,
+};
 use crate::log::{Log, LogError, LogOptions, Seq, Status};
 use crate::model::Models;
 use crate::sidecar::Sidecar;
@@ -56,6 +58,8 @@ pub struct StartReport {
     pub torn_bytes: u64,
     /// Documents rewritten from the log because they were missing or out of date.
     pub repaired_documents: usize,
+    /// Documents a person edited while Tavern was stopped; each was recorded as an intent.
+    pub offline_edits: usize,
     /// Entries that were still running when Tavern stopped, and are being resumed.
     pub resumed: Vec<Seq>,
     /// Entries that were interrupted and could not be resumed (marked cancelled).
@@ -88,6 +92,12 @@ impl StartReport {
             lines.push(format!(
                 "repaired {} documents in .tavern/ from the log",
                 self.repaired_documents
+            ));
+        }
+        if self.offline_edits > 0 {
+            lines.push(format!(
+                "recorded {} edits made to .tavern/ files while Tavern was stopped",
+                self.offline_edits
             ));
         }
         if !self.resumed.is_empty() {
@@ -167,6 +177,7 @@ impl App {
             project: config.project.clone(),
             default_model: config.default_model.as_ref().map(|m| m.to_string()),
             max_restarts: config.max_restarts,
+            restart_window: config.restart_window,
             verify_timeout: config.verify_timeout,
             output_limit: config.output_limit,
         };
@@ -184,7 +195,8 @@ impl App {
         };
         // Watch before repairing, so an edit made while Tavern starts is not missed.
         let watch = store.watch()?;
-        report.repaired_documents = tavern.reproject_all();
+        let (repaired, offline_edits) = tavern.reproject_all();
+        report.repaired_documents = repaired;
 
         if tavern.read(|s| s.jake.is_none()) {
             let receipt = tavern
@@ -200,6 +212,11 @@ impl App {
                 return Err(StartError::Open(error.to_string()));
             }
             report.opened = true;
+        }
+        // Edits people made while Tavern was stopped are recorded like any other, then restored.
+        for (id, content) in offline_edits {
+            report.offline_edits += 1;
+            record_edit(&tavern, id, content).await;
         }
         resume(&tavern, &mut report).await?;
         report.entries = tavern.read(|s| s.last_seq);
@@ -337,8 +354,12 @@ async fn watch_documents(
                             continue;
                         }
                     };
-                    if !tavern.is_own_content(&id, content.as_deref()) {
-                        record_edit(&tavern, id, content).await;
+                    match tavern.classify(&id, content.as_deref()) {
+                        DocumentState::Current => {}
+                        // Tavern's own writing, but out of date (an editor's undo, a checkout of an
+                        // old version): put the current one back.
+                        DocumentState::Stale => tavern.restore(id, content.as_deref()),
+                        DocumentState::Edited => record_edit(&tavern, id, content).await,
                     }
                 }
             }

@@ -1,12 +1,14 @@
 //! The message bus on the tree: send, broadcast and subscribe.
 //!
+//! (Inside a turn, an agent's plugin sends through the turn's own bus in `turn`, so its sends are
+//! recorded as effects of the turn and never repeated when the turn resumes.)
+//!
 //! Sending is an intent (`SendMessage`, `Broadcast`) like any other, so every message is in the log and
 //! is a document under `.tavern/messages/`, and survives restarts. Subscriptions read the durable state:
 //! events only wake them, so a subscriber that falls behind re-reads what it missed instead of losing it.
 
-use async_trait::async_trait;
 use std::sync::Arc;
-use tavern_plugin_api::{BroadcastScope, Bus, BusError};
+use tavern_plugin_api::{BroadcastScope, BusError};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::domain::{Actor, DomainError, Intent, Message, MessageKind, Outcome, Party};
@@ -158,33 +160,5 @@ impl Subscription {
                 Err(RecvError::Closed) => return None,
             }
         }
-    }
-}
-
-/// The bus as one agent's plugin sees it: everything it sends is sent as that agent.
-pub struct AgentBus {
-    tavern: Tavern,
-    agent: String,
-}
-
-impl AgentBus {
-    /// The bus for `agent`.
-    pub fn new(tavern: Tavern, agent: String) -> AgentBus {
-        AgentBus { tavern, agent }
-    }
-}
-
-#[async_trait]
-impl Bus for AgentBus {
-    async fn send(&self, to: &str, text: &str) -> Result<(), BusError> {
-        send(&self.tavern, Actor::Agent(self.agent.clone()), to, text)
-            .await
-            .map(|_| ())
-    }
-
-    async fn broadcast(&self, scope: BroadcastScope, text: &str) -> Result<usize, BusError> {
-        broadcast(&self.tavern, Actor::Agent(self.agent.clone()), scope, text)
-            .await
-            .map(|m| m.len())
     }
 }

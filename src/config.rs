@@ -73,6 +73,7 @@ struct RawConsole {
 #[serde(deny_unknown_fields)]
 struct RawSupervisor {
     max_restarts: i64,
+    restart_window_secs: f64,
 }
 
 /// Values given on the command line, which win over every other source.
@@ -103,8 +104,10 @@ pub struct Config {
     pub output_limit: usize,
     /// The console user's name.
     pub console_user: String,
-    /// Task restarts before an agent is reaped.
+    /// Task restarts within `restart_window` before an agent is reaped.
     pub max_restarts: u32,
+    /// The window in which restarts count toward the limit.
+    pub restart_window: Duration,
 }
 
 impl Config {
@@ -118,11 +121,20 @@ impl Config {
             }
             builder = builder.add_source(config::File::from(file).required(true));
         }
+        // Only TAVERN_<SECTION>__<KEY> variables are configuration; others that happen to start with
+        // TAVERN_ (a secret such as TAVERN_DISCORD_TOKEN) are not, and must not be taken for unknown keys.
+        let settings: config::Map<String, String> = std::env::vars()
+            .filter(|(key, _)| {
+                key.strip_prefix("TAVERN_")
+                    .is_some_and(|rest| rest.contains("__"))
+            })
+            .collect();
         builder = builder.add_source(
             config::Environment::with_prefix("TAVERN")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(Some(settings)),
         );
         let raw: RawConfig = builder.build()?.try_deserialize()?;
         Config::resolve(raw, overrides)
@@ -167,15 +179,11 @@ impl Config {
             })?;
         let max_concurrent_calls =
             positive(raw.model.max_concurrent_calls, "model.max_concurrent_calls")?;
-        if !(raw.verify.timeout_secs.is_finite() && raw.verify.timeout_secs > 0.0) {
-            return Err(ConfigError::Invalid {
-                key: "verify.timeout_secs",
-                message: format!(
-                    "is {}; it must be a positive number of seconds",
-                    raw.verify.timeout_secs
-                ),
-            });
-        }
+        let verify_timeout = seconds(raw.verify.timeout_secs, "verify.timeout_secs")?;
+        let restart_window = seconds(
+            raw.supervisor.restart_window_secs,
+            "supervisor.restart_window_secs",
+        )?;
         let output_limit = positive(raw.verify.output_limit, "verify.output_limit")?;
         let max_restarts =
             u32::try_from(raw.supervisor.max_restarts).map_err(|_| ConfigError::Invalid {
@@ -199,12 +207,26 @@ impl Config {
             theme: raw.tavern.theme,
             default_model,
             max_concurrent_calls,
-            verify_timeout: Duration::from_secs_f64(raw.verify.timeout_secs),
+            verify_timeout,
             output_limit,
             console_user,
             max_restarts,
+            restart_window,
         })
     }
+}
+
+/// A positive, finite number of seconds that fits a `Duration`.
+fn seconds(value: f64, key: &'static str) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| ConfigError::Invalid {
+            key,
+            message: format!(
+                "is {value}; it must be a positive number of seconds (at most about 10^19)"
+            ),
+        })
 }
 
 fn positive(value: i64, key: &'static str) -> Result<usize, ConfigError> {

@@ -16,7 +16,7 @@
 //! commit, used to decide) and the durable one (used for reading and projection). Both sit behind std
 //! mutexes that are held only for synchronous work and never across an await.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -49,8 +49,10 @@ pub struct Settings {
     pub project: PathBuf,
     /// The default model spec, as text, for agents summoned without one.
     pub default_model: Option<String>,
-    /// Task restarts before an agent is reaped.
+    /// Task restarts within `restart_window` before an agent is reaped.
     pub max_restarts: u32,
+    /// The window in which restarts count.
+    pub restart_window: Duration,
     /// One assertion's timeout.
     pub verify_timeout: Duration,
     /// Bytes of assertion output kept.
@@ -113,6 +115,9 @@ pub enum ExecError {
     /// Tavern is shutting down and takes no new intents.
     #[error("Tavern is shutting down and takes no new requests")]
     ShuttingDown,
+    /// An update for an entry that has already finished (a bug in the caller; nothing was written).
+    #[error("entry #{0} has already finished; its record cannot change")]
+    NotOpen(Seq),
 }
 
 impl From<LogError> for ExecError {
@@ -140,14 +145,25 @@ enum ProjectorJob {
     Flush(oneshot::Sender<()>),
 }
 
+/// What a document on disk is, compared with the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DocumentState {
+    /// What the state implies.
+    Current,
+    /// Written by Tavern (its seal is intact) but behind the state.
+    Stale,
+    /// Changed (or deleted) by someone else.
+    Edited,
+}
+
 /// When the projector may overwrite a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Precondition {
     /// Always (at startup, before anyone else writes).
     Unchecked,
-    /// If the file is absent, or holds what Tavern last wrote (or is about to write).
+    /// If the file is absent, or Tavern wrote it (its seal is intact).
     Ours,
-    /// If the file still holds the recorded edit with this hash, or what Tavern wrote.
+    /// If the file still holds the recorded edit with this hash, or Tavern wrote it.
     Recorded(Option<u64>),
 }
 
@@ -162,38 +178,12 @@ struct Inner {
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     projector: mpsc::UnboundedSender<ProjectorJob>,
     events: broadcast::Sender<Arc<Event>>,
-    /// Hashes of the content this process last wrote per document, so the watcher can tell Tavern's own
-    /// writes from a person's.
-    written: Mutex<HashMap<DocId, RecentWrites>>,
     settings: Settings,
     tracker: TaskTracker,
     cancel: CancellationToken,
     projection_errors: AtomicU64,
     last_projection_error: Mutex<Option<String>>,
     external_edits: mpsc::UnboundedSender<ExternalEdit>,
-}
-
-/// Hashes of the last few contents Tavern wrote to one document. More than the latest is kept because
-/// the watcher may read a file just before Tavern's newest write lands, and must still recognise what it
-/// reads as Tavern's own.
-#[derive(Debug, Default)]
-struct RecentWrites([Option<u64>; 4]);
-
-impl RecentWrites {
-    fn push(&mut self, hash: u64) {
-        if self.0[0] != Some(hash) {
-            self.0.rotate_right(1);
-            self.0[0] = Some(hash);
-        }
-    }
-
-    fn latest(&self) -> Option<u64> {
-        self.0[0]
-    }
-
-    fn contains(&self, hash: u64) -> bool {
-        self.0.contains(&Some(hash))
-    }
 }
 
 /// The shared handle to a running tavern. Cheap to clone.
@@ -206,14 +196,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks would be a bug in synchronous code; the state itself is
     // only ever changed by complete applies, so continuing with it is safe.
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A fast, stable content hash for recognising our own writes.
-pub(crate) fn content_hash(content: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    content.hash(&mut h);
-    h.finish()
 }
 
 /// The background tasks of the executor, returned by [`Tavern::new`] for the caller to drive.
@@ -250,7 +232,6 @@ impl Tavern {
                 jobs: Mutex::new(Some(jobs_tx)),
                 projector: projector_tx,
                 events,
-                written: Mutex::new(HashMap::new()),
                 settings,
                 tracker,
                 cancel,
@@ -327,6 +308,8 @@ impl Tavern {
             new_id: &mut new_id,
             default_model: self.inner.settings.default_model.as_deref(),
             max_restarts: self.inner.settings.max_restarts,
+            restart_window: self.inner.settings.restart_window.as_millis() as Millis,
+            project: &self.inner.settings.project,
         };
         f(&mut env)
     }
@@ -341,13 +324,14 @@ impl Tavern {
         if self.inner.cancel.is_cancelled() {
             return Err(ExecError::ShuttingDown);
         }
-        let verifies = match &intent {
-            Intent::SignalDone { agent } => Some(agent.clone()),
-            _ => None,
-        };
         let (done, receipt) = self.with_env(|env| {
             let now = env.now;
             let mut head = lock(&self.inner.head);
+            // Refuse before anything is written if the sequencer is gone: an entry must never be
+            // recorded without the caller hearing of it.
+            if lock(&self.inner.jobs).is_none() {
+                return Err(ExecError::ShuttingDown);
+            }
             let decision = decide(&head, &actor, &intent, env);
             let (status, outcomes, error, continues) = match &decision {
                 Ok(d) if d.continues => (Status::Executing, d.outcomes.clone(), None, true),
@@ -398,9 +382,6 @@ impl Tavern {
             Ok::<_, ExecError>((done, receipt))
         })?;
         done.await.unwrap_or(Err(ExecError::ShuttingDown))?;
-        if let (Receipt::Accepted { seq, .. }, Some(agent)) = (&receipt, verifies) {
-            self.spawn_verification(*seq, agent);
-        }
         Ok(receipt)
     }
 
@@ -434,6 +415,10 @@ impl Tavern {
         let (done, outcomes) = self.with_env(|env| {
             let now = env.now;
             let mut head = lock(&self.inner.head);
+            // Only a running entry can change; a second finisher (a bug) must not rewrite history.
+            if !head.open.contains_key(&seq) {
+                return Err(ExecError::NotOpen(seq));
+            }
             let (status, outcomes, error) = decide(&head, env);
             let update = Update {
                 seq,
@@ -477,6 +462,18 @@ impl Tavern {
             let result = job.ticket.await.map_err(ExecError::from);
             if result.is_ok() {
                 lock(&self.inner.durable).apply(&job.record);
+                // A durable SignalDone starts its verification here, whoever submitted it, so a caller
+                // that goes away cannot leave an agent Verifying with nobody checking. At shutdown it
+                // stays open and the next start resumes it.
+                if let Record::Entry(entry) = &job.record {
+                    if let (Intent::SignalDone { agent }, Status::Executing) =
+                        (&entry.intent, entry.status)
+                    {
+                        if !self.inner.cancel.is_cancelled() {
+                            self.spawn_verification(entry.seq, agent.clone());
+                        }
+                    }
+                }
                 let event = Arc::new(job.event);
                 // Nobody listening is fine: events are a convenience, the log is the record.
                 let _ = self.inner.events.send(event.clone());
@@ -549,8 +546,8 @@ impl Tavern {
     }
 
     /// Writes documents, each only if its precondition holds. A file someone else changed since Tavern
-    /// last wrote it (and whose change is not yet recorded) is handed to the watcher instead of being
-    /// overwritten, so a person's edit is never lost to a projection.
+    /// wrote it (its seal is broken) and whose change is not yet recorded is handed to the watcher
+    /// instead of being overwritten, so a person's edit is never lost to a projection.
     pub(crate) fn write_documents(&self, writes: Vec<(projection::DocWrite, Precondition)>) {
         let store = &self.inner.store;
         for (write, pre) in writes {
@@ -562,21 +559,16 @@ impl Tavern {
                     continue;
                 }
             };
-            let new_hash = match &write {
-                projection::DocWrite::Put(_, c) => Some(content_hash(c)),
-                projection::DocWrite::Remove(_) => None,
-            };
-            let current_hash = current.as_deref().map(content_hash);
-            let ours = || {
-                let latest = lock(&self.inner.written)
-                    .get(&id)
-                    .and_then(RecentWrites::latest);
-                current_hash.is_none() || current_hash == latest || current_hash == new_hash
+            let ours = || match current.as_deref() {
+                None => true,
+                Some(c) => projection::unseal(c).1 == projection::Seal::Intact,
             };
             let allowed = match pre {
                 Precondition::Unchecked => true,
                 Precondition::Ours => ours(),
-                Precondition::Recorded(recorded) => current_hash == recorded || ours(),
+                Precondition::Recorded(recorded) => {
+                    current.as_deref().map(projection::stable_hash) == recorded || ours()
+                }
             };
             if !allowed {
                 // Someone edited the file and the edit is not recorded yet. Record it first; its
@@ -586,7 +578,6 @@ impl Tavern {
             }
             let result = match &write {
                 projection::DocWrite::Put(_, content) => {
-                    self.remember(&id, content);
                     if current.as_deref() == Some(content.as_str()) {
                         continue;
                     }
@@ -596,7 +587,6 @@ impl Tavern {
                     if current.is_none() {
                         continue;
                     }
-                    lock(&self.inner.written).remove(&id);
                     store.remove(&id).map(|_| ())
                 }
             };
@@ -608,34 +598,29 @@ impl Tavern {
         }
     }
 
-    fn remember(&self, id: &DocId, content: &str) {
-        lock(&self.inner.written)
-            .entry(id.clone())
-            .or_default()
-            .push(content_hash(content));
-    }
-
-    /// Whether this content is what Tavern last wrote to the document, or what the state implies.
-    pub(crate) fn is_own_content(&self, id: &DocId, content: Option<&str>) -> bool {
+    /// What a document's current content means: Tavern's own and up to date, Tavern's own but out of
+    /// date (restored quietly), or a person's edit (recorded as an intent).
+    pub(crate) fn classify(&self, id: &DocId, content: Option<&str>) -> DocumentState {
         let expected = self.read(|s| projection::expected_content(s, id));
-        if content.map(str::to_string) == expected {
-            return true;
+        if content == expected.as_deref() {
+            return DocumentState::Current;
         }
         match content {
-            Some(c) => lock(&self.inner.written)
-                .get(id)
-                .is_some_and(|w| w.contains(content_hash(c))),
-            None => false,
+            Some(c) if projection::unseal(c).1 == projection::Seal::Intact => DocumentState::Stale,
+            // A missing document Tavern does not manage (a deleted prompt override) is nobody's edit.
+            None if expected.is_none() => DocumentState::Current,
+            _ => DocumentState::Edited,
         }
     }
 
-    /// Rewrites a document from the durable state once a person's edit of it is recorded (taken or
-    /// refused), unless the file has changed again since `recorded` was read from it.
+    /// Rewrites a document from the durable state: after a person's edit of it was recorded (taken or
+    /// refused) — unless the file changed again since `recorded` was read from it — or because it was
+    /// out of date.
     pub(crate) fn restore(&self, id: DocId, recorded: Option<&str>) {
-        let _ = self
-            .inner
-            .projector
-            .send(ProjectorJob::Restore(id, recorded.map(content_hash)));
+        let _ = self.inner.projector.send(ProjectorJob::Restore(
+            id,
+            recorded.map(projection::stable_hash),
+        ));
     }
 
     /// Waits until every document change queued so far is written.
@@ -646,34 +631,37 @@ impl Tavern {
         }
     }
 
-    /// Re-projects every document the durable state implies, returning how many were repaired.
-    pub(crate) fn reproject_all(&self) -> usize {
+    /// Re-projects every document the durable state implies. Documents that are missing or that
+    /// Tavern wrote but a crash left out of date are rewritten (and counted); documents a person edited
+    /// while Tavern was not running are returned with their content, to be recorded before they are
+    /// restored.
+    pub(crate) fn reproject_all(&self) -> (usize, Vec<(DocId, Option<String>)>) {
         let writes = self.read(projection::all_documents);
         let mut repaired = 0;
-        let store = &self.inner.store;
+        let mut edited = Vec::new();
         let mut to_write = Vec::new();
         for write in writes {
-            if let projection::DocWrite::Put(id, content) = &write {
-                match store.read(id) {
-                    Ok(Some(current)) if &current == content => {
-                        self.remember(id, content);
-                        continue;
-                    }
-                    _ => repaired += 1,
+            let id = write_id(&write).clone();
+            let current = match self.inner.store.read(&id) {
+                Ok(current) => current,
+                Err(e) => {
+                    self.projection_failed(format!("cannot read {id}: {e}"));
+                    continue;
                 }
-                to_write.push(write);
-            } else {
-                to_write.push(write);
+            };
+            match (&write, self.classify(&id, current.as_deref())) {
+                (_, DocumentState::Current) => {}
+                (projection::DocWrite::Put(..), DocumentState::Edited) if current.is_some() => {
+                    edited.push((id, current))
+                }
+                _ => {
+                    repaired += 1;
+                    to_write.push((write, Precondition::Unchecked));
+                }
             }
         }
-        // At startup nothing else writes yet, so there is no concurrent edit to protect.
-        self.write_documents(
-            to_write
-                .into_iter()
-                .map(|w| (w, Precondition::Unchecked))
-                .collect(),
-        );
-        repaired
+        self.write_documents(to_write);
+        (repaired, edited)
     }
 
     /// Starts (or resumes, after a restart) the verification of a SignalDone entry.

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tavern_plugin_api::{AgentState, RestartStrategy};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -35,6 +36,19 @@ pub enum AgentExit {
 struct Running {
     stop: CancellationToken,
     generation: u64,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// A replacement task never starts while the old one still runs (two tasks would run one turn twice),
+/// so starting one waits for the old task to reach a safe point; this bounds that wait, so a stuck
+/// plugin shows up as an error instead of a silent hang.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// The delay before restarting a task after its `attempt`-th recent failure: 0.1 s, doubling, at most
+/// 10 s, so a short model outage does not use up every restart in milliseconds.
+pub fn backoff(attempt: u32) -> Duration {
+    let exp = attempt.saturating_sub(1).min(16);
+    Duration::from_millis(100u64.saturating_mul(1 << exp)).min(Duration::from_secs(10))
 }
 
 /// Starts and watches the agents' tasks.
@@ -43,9 +57,13 @@ pub struct Supervisor {
     models: Models,
     sidecar: Sidecar,
     running: HashMap<String, Running>,
+    /// Tasks told to stop that may not have finished yet, by agent.
+    stopping: HashMap<String, tokio::task::JoinHandle<()>>,
     generation: u64,
     exits_tx: mpsc::UnboundedSender<(String, u64, AgentExit)>,
     exits: mpsc::UnboundedReceiver<(String, u64, AgentExit)>,
+    respawn_tx: mpsc::UnboundedSender<String>,
+    respawns: mpsc::UnboundedReceiver<String>,
 }
 
 /// Whether an agent should take a turn now: alive, in a state that takes turns, with unread input that
@@ -184,54 +202,92 @@ impl Supervisor {
     /// A supervisor for the tavern's agents.
     pub fn new(tavern: Tavern, models: Models, sidecar: Sidecar) -> Supervisor {
         let (exits_tx, exits) = mpsc::unbounded_channel();
+        let (respawn_tx, respawns) = mpsc::unbounded_channel();
         Supervisor {
             tavern,
             models,
             sidecar,
             running: HashMap::new(),
+            stopping: HashMap::new(),
             generation: 0,
             exits_tx,
             exits,
+            respawn_tx,
+            respawns,
         }
     }
 
-    fn spawn(&mut self, agent: &str) {
+    /// Starts a task for the agent, after stopping (and waiting for) any task it already has.
+    async fn spawn(&mut self, agent: &str) {
         let key = agent.to_lowercase();
-        if let Some(old) = self.running.remove(&key) {
-            old.stop.cancel();
+        self.stop(&key);
+        if let Some(old) = self.stopping.remove(&key) {
+            if tokio::time::timeout(STOP_WAIT, old).await.is_err() {
+                tracing::error!(
+                    "{agent}'s task did not stop within {STOP_WAIT:?}; not starting another beside it"
+                );
+                return;
+            }
+        }
+        if self
+            .tavern
+            .read_head(|s| s.agent(agent).is_none_or(|n| n.state.is_dead()))
+        {
+            return;
         }
         self.generation += 1;
         let generation = self.generation;
         let stop = self.tavern.cancel_token().child_token();
-        self.running.insert(
-            key,
-            Running {
-                stop: stop.clone(),
-                generation,
-            },
-        );
         let (tavern, models, sidecar, exits) = (
             self.tavern.clone(),
             self.models.clone(),
             self.sidecar.clone(),
             self.exits_tx.clone(),
         );
+        let name = agent.to_string();
+        let task_stop = stop.clone();
+        let handle = self.tavern.tracker().spawn(async move {
+            let exit = agent_task(tavern, models, sidecar, name.clone(), task_stop).await;
+            // The supervisor may already be gone at shutdown; then nobody needs the report.
+            let _ = exits.send((name, generation, exit));
+        });
+        self.running.insert(
+            key,
+            Running {
+                stop,
+                generation,
+                handle,
+            },
+        );
+    }
+
+    /// Restarts the agent's task after `delay`, without holding up the supervisor meanwhile.
+    fn respawn_later(&self, agent: &str, delay: Duration) {
+        let tx = self.respawn_tx.clone();
+        let cancel = self.tavern.cancel_token().clone();
         let agent = agent.to_string();
         self.tavern.tracker().spawn(async move {
-            let exit = agent_task(tavern, models, sidecar, agent.clone(), stop).await;
-            // The supervisor may already be gone at shutdown; then nobody needs the report.
-            let _ = exits.send((agent, generation, exit));
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(delay) => {
+                    let _ = tx.send(agent);
+                }
+            }
         });
     }
 
     fn stop(&mut self, agent: &str) {
-        if let Some(running) = self.running.remove(&agent.to_lowercase()) {
+        let key = agent.to_lowercase();
+        if let Some(running) = self.running.remove(&key) {
             running.stop.cancel();
+            self.stopping.insert(key, running.handle);
         }
+        // Forget stopped tasks that have finished, so the map stays small.
+        self.stopping.retain(|_, handle| !handle.is_finished());
     }
 
     /// Makes the running tasks match the live agents.
-    fn sync(&mut self) {
+    async fn sync(&mut self) {
         let live: Vec<String> = self.tavern.read_head(|s| {
             s.agents_in_order()
                 .filter(|n| !n.state.is_dead())
@@ -250,13 +306,13 @@ impl Supervisor {
         }
         for name in live {
             if !self.running.contains_key(&name.to_lowercase()) {
-                self.spawn(&name);
+                self.spawn(&name).await;
             }
         }
     }
 
-    async fn on_failure(&mut self, agent: &str, reason: String) {
-        tracing::warn!("{agent}'s task failed: {reason}");
+    /// Records a restart of `agent`; returns the attempt number if the agent is still alive after it.
+    async fn record_restart(&self, agent: &str, reason: String) -> Option<u32> {
         let receipt = self
             .tavern
             .submit(
@@ -268,22 +324,36 @@ impl Supervisor {
                 None,
             )
             .await;
-        if let Err(e) = receipt {
-            tracing::error!("could not record the restart of {agent}: {e}");
-            return;
+        match receipt {
+            Ok(Receipt::Accepted { outcomes, .. }) => outcomes.iter().find_map(|o| match o {
+                Outcome::TaskRestarted { attempt, .. } => Some(*attempt),
+                _ => None,
+            }),
+            Ok(Receipt::Rejected { error, .. }) => {
+                tracing::warn!("{agent} was not restarted: {error}");
+                None
+            }
+            Err(e) => {
+                tracing::error!("could not record the restart of {agent}: {e}");
+                None
+            }
         }
-        let (alive, strategy, siblings) = self.tavern.read_head(|s| {
-            let node = s.agent(agent);
-            let parent = node
+    }
+
+    async fn on_failure(&mut self, agent: &str, reason: String) {
+        tracing::warn!("{agent}'s task failed: {reason}");
+        let (strategy, siblings) = self.tavern.read_head(|s| {
+            let parent = s
+                .agent(agent)
                 .and_then(|n| n.parent.as_deref())
                 .and_then(|p| s.agent(p));
             (
-                node.is_some_and(|n| !n.state.is_dead()),
                 parent.map(|p| p.restart).unwrap_or_default(),
                 parent
                     .map(|p| {
                         p.children
                             .iter()
+                            .filter(|c| !c.eq_ignore_ascii_case(agent))
                             .filter(|c| s.agent(c).is_some_and(|n| !n.state.is_dead()))
                             .cloned()
                             .collect::<Vec<_>>()
@@ -291,55 +361,52 @@ impl Supervisor {
                     .unwrap_or_default(),
             )
         });
-        if !alive {
-            self.sync();
+        let Some(attempt) = self.record_restart(agent, reason).await else {
+            // Reaped at the limit (or not restartable): make the tasks match the tree again.
+            self.sync().await;
             return;
-        }
-        match strategy {
-            RestartStrategy::RestartOne => self.spawn(agent),
-            RestartStrategy::RestartAll => {
-                // Every live sibling is restarted too, and each restart is recorded (it counts
-                // toward that sibling's restart limit like any other).
-                for sibling in siblings {
-                    if sibling.eq_ignore_ascii_case(agent) {
-                        continue;
-                    }
-                    let reason = format!("restart-all: its sibling {agent} failed");
-                    let receipt = self
-                        .tavern
-                        .submit(
-                            Actor::Tavern,
-                            Intent::RestartAgent {
-                                agent: sibling.clone(),
-                                reason,
-                            },
-                            None,
-                        )
-                        .await;
-                    if let Err(e) = receipt {
-                        tracing::error!("could not record the restart of {sibling}: {e}");
-                    }
-                    self.spawn(&sibling);
+        };
+        let delay = backoff(attempt);
+        self.respawn_later(agent, delay);
+        if strategy == RestartStrategy::RestartAll {
+            // Every live sibling is restarted too, and each restart is recorded (it counts toward
+            // that sibling's own limit like any other).
+            for sibling in siblings {
+                self.stop(&sibling);
+                let why = format!("restart-all: its sibling {agent} failed");
+                if self.record_restart(&sibling, why).await.is_some() {
+                    self.respawn_later(&sibling, delay);
                 }
-                self.spawn(agent);
-                self.sync();
             }
+            self.sync_later();
         }
+    }
+
+    /// Stopped siblings that were not restarted are dealt with at the next sync.
+    fn sync_later(&self) {
+        let _ = self.respawn_tx.send(String::new());
     }
 
     /// Runs until the tavern shuts down.
     pub async fn run(mut self) {
         let mut events = self.tavern.subscribe();
-        self.sync();
+        self.sync().await;
         let cancel = self.tavern.cancel_token().clone();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 event = events.recv() => match event {
-                    Ok(event) => self.on_event(&event),
-                    Err(RecvError::Lagged(_)) => self.sync(),
+                    Ok(event) => self.on_event(&event).await,
+                    Err(RecvError::Lagged(_)) => self.sync().await,
                     Err(RecvError::Closed) => break,
                 },
+                Some(agent) = self.respawns.recv() => {
+                    if agent.is_empty() {
+                        self.sync().await;
+                    } else {
+                        self.spawn(&agent).await;
+                    }
+                }
                 Some((agent, generation, exit)) = self.exits.recv() => {
                     let current = self
                         .running
@@ -348,10 +415,12 @@ impl Supervisor {
                     if !current {
                         continue;
                     }
-                    self.running.remove(&agent.to_lowercase());
+                    if let Some(running) = self.running.remove(&agent.to_lowercase()) {
+                        self.stopping.insert(agent.to_lowercase(), running.handle);
+                    }
                     match exit {
                         AgentExit::Failed(reason) => self.on_failure(&agent, reason).await,
-                        AgentExit::Stopped | AgentExit::Dead => self.sync(),
+                        AgentExit::Stopped | AgentExit::Dead => self.sync().await,
                     }
                 }
             }
@@ -359,15 +428,36 @@ impl Supervisor {
         for (_, running) in self.running.drain() {
             running.stop.cancel();
         }
+        // The tasks themselves are awaited through the tavern's tracker.
+        self.stopping.clear();
     }
 
-    fn on_event(&mut self, event: &Arc<Event>) {
+    async fn on_event(&mut self, event: &Arc<Event>) {
         for outcome in &event.outcomes {
             match outcome {
-                Outcome::AgentSummoned(new) => self.spawn(&new.name),
+                Outcome::AgentSummoned(new)
+                    if !self.running.contains_key(&new.name.to_lowercase()) =>
+                {
+                    self.spawn(&new.name).await
+                }
                 Outcome::StateChanged { agent, to, .. } if to.is_dead() => self.stop(agent),
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn restarts_back_off_exponentially_up_to_ten_seconds() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(4), Duration::from_millis(800));
+        assert_eq!(backoff(10), Duration::from_secs(10));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(10));
     }
 }

@@ -1,22 +1,24 @@
 //! One agent turn: the context handed to the agent's plugin, and the recording around it.
 //!
-//! A turn is a `TakeTurn` entry in the log. Its model reply and each tool call's result are recorded as
-//! updates while it runs, so a turn interrupted by a crash resumes without calling the model again and
-//! without repeating a tool call that already became an intent.
+//! A turn is a `TakeTurn` entry in the log. Every model reply and every effect of the turn (a tool call,
+//! a message sent through the bus) is recorded as an update while it runs, in order. A turn interrupted
+//! by a crash or a shutdown resumes from that record: recorded replies are handed back instead of
+//! calling the model again, and effects that already happened are not repeated. A turn never records
+//! anything after its agent is told to stop, so an interrupted turn stays open and resumes whole.
 
 use async_trait::async_trait;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tavern_plugin_api::{
-    compose_system_prompt, AgentContext, AgentError, AgentKind, ChatMessage, Model, ModelError,
-    ModelReply, ModelRequest, Role, ToolCall, ToolResult, Tools, TurnInput,
+    compose_system_prompt, AgentContext, AgentError, AgentKind, BroadcastScope, Bus, BusError,
+    ChatMessage, Model, ModelError, ModelReply, ModelRequest, Role, ToolCall, ToolResult, Tools,
+    TurnInput,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::AgentBus;
-use crate::domain::{Actor, Intent, Outcome, Party, Summon, TavernState};
-use crate::executor::{Receipt, Tavern};
+use crate::domain::{Actor, DomainError, Intent, Outcome, Party, Summon, TavernState};
+use crate::executor::{ExecError, Receipt, Tavern};
 use crate::log::{Cause, Seq, Status};
 use crate::model::{ModelSpec, Models};
 use crate::registry;
@@ -41,8 +43,8 @@ struct TurnPlan {
     turn: u32,
     messages: Vec<ChatMessage>,
     inbox_from: usize,
-    recorded_reply: Option<ModelReply>,
-    recorded_results: HashMap<u32, ToolResult>,
+    replies: VecDeque<ModelReply>,
+    results: HashMap<u32, ToolResult>,
     caused: HashMap<u32, Seq>,
 }
 
@@ -51,17 +53,22 @@ fn plan(state: &TavernState, agent: &str, seq: Seq) -> Option<TurnPlan> {
     let open = state.open.get(&seq)?;
     let mut inbox_from = node.read_upto;
     let mut inbox_upto = node.inbox.len();
-    let mut recorded_reply = None;
-    let mut recorded_results = HashMap::new();
+    let mut replies = VecDeque::new();
+    let mut results = HashMap::new();
+    let mut turns_before = node.turns;
     for outcome in &open.outcomes {
         match outcome {
             Outcome::InboxRead { from, upto, .. } => {
                 inbox_from = *from;
                 inbox_upto = *upto;
             }
-            Outcome::ModelReplied { reply, .. } => recorded_reply = Some(reply.clone()),
+            Outcome::ModelReplied { reply, .. } => {
+                replies.push_back(reply.clone());
+                // The turn number is the one this turn started with, however many replies it recorded.
+                turns_before = turns_before.saturating_sub(1);
+            }
             Outcome::ToolCalled { call, result, .. } => {
-                recorded_results.insert(*call, result.clone());
+                results.insert(*call, result.clone());
             }
             _ => {}
         }
@@ -98,13 +105,142 @@ fn plan(state: &TavernState, agent: &str, seq: Seq) -> Option<TurnPlan> {
         kind: node.kind,
         view: node.view(),
         model_spec: node.model.clone(),
-        turn: node.turns,
+        turn: turns_before,
         messages,
         inbox_from,
-        recorded_reply,
-        recorded_results,
+        replies,
+        results,
         caused,
     })
+}
+
+/// The record of one running turn, shared by its model handle, its tools and its bus.
+struct Recorder {
+    tavern: Tavern,
+    sidecar: Sidecar,
+    seq: Seq,
+    agent: String,
+    stop: CancellationToken,
+    /// Set once the turn must not record anything more (its agent is stopping, or Tavern is).
+    aborted: AtomicBool,
+    /// Replies recorded before a restart, in order; handed back instead of calling the model again.
+    replies: Mutex<VecDeque<ModelReply>>,
+    /// The index of the next effect (tool call or bus send) of this turn.
+    next_effect: AtomicU32,
+    /// Results recorded before a restart, by effect index.
+    results: HashMap<u32, ToolResult>,
+    /// Entries that effects became before a restart, by effect index.
+    caused: HashMap<u32, Seq>,
+}
+
+/// What an effect of the turn came to.
+enum Effect {
+    /// It ran (or had run before a restart): what to tell the model, and the receipt if it ran now.
+    Done(ToolResult, Option<Receipt>),
+    /// The agent is stopping: nothing was done or recorded.
+    Aborted,
+}
+
+impl Recorder {
+    fn stopping(&self) -> bool {
+        if self.stop.is_cancelled() || self.tavern.cancel_token().is_cancelled() {
+            self.aborted.store(true, Ordering::SeqCst);
+        }
+        self.aborted.load(Ordering::SeqCst)
+    }
+
+    /// Records outcomes on the turn's entry; any failure to record aborts the turn.
+    async fn record(&self, outcomes: Vec<Outcome>) -> bool {
+        if self.stopping() {
+            return false;
+        }
+        match self
+            .tavern
+            .update(self.seq, Status::Executing, outcomes, None)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("{}'s turn #{} stops: {e}", self.agent, self.seq);
+                self.aborted.store(true, Ordering::SeqCst);
+                false
+            }
+        }
+    }
+
+    /// Runs one effect of the turn: an intent caused by it, unless it already ran before a restart.
+    async fn effect(&self, intent: Option<Intent>, query: impl FnOnce() -> ToolResult) -> Effect {
+        if self.stopping() {
+            return Effect::Aborted;
+        }
+        let index = self.next_effect.fetch_add(1, Ordering::SeqCst);
+        if let Some(result) = self.results.get(&index) {
+            return Effect::Done(result.clone(), None);
+        }
+        let (entry, result, receipt) = match (intent, self.caused.get(&index)) {
+            (None, _) => (None, query(), None),
+            (Some(_), Some(&entry)) => (Some(entry), self.already_done(entry), None),
+            (Some(intent), None) => {
+                let cause = Cause {
+                    seq: self.seq,
+                    call: Some(index),
+                };
+                match self
+                    .tavern
+                    .submit(
+                        Actor::Agent(self.agent.clone()),
+                        intent.clone(),
+                        Some(cause),
+                    )
+                    .await
+                {
+                    Ok(receipt) => {
+                        let result = match &receipt {
+                            Receipt::Accepted { outcomes, .. } => {
+                                ToolResult::ok(describe(&intent, outcomes))
+                            }
+                            Receipt::Rejected { error, .. } => ToolResult::err(error.to_string()),
+                        };
+                        (Some(receipt.seq()), result, Some(receipt))
+                    }
+                    Err(ExecError::ShuttingDown) => {
+                        self.aborted.store(true, Ordering::SeqCst);
+                        return Effect::Aborted;
+                    }
+                    Err(e) => (None, ToolResult::err(e.to_string()), None),
+                }
+            }
+        };
+        let recorded = self
+            .record(vec![Outcome::ToolCalled {
+                call: index,
+                entry,
+                result: result.clone(),
+            }])
+            .await;
+        // An effect that happened is reported even if its result could not be recorded; the caused
+        // index keeps a resumed turn from doing it again.
+        if !recorded && entry.is_none() {
+            return Effect::Aborted;
+        }
+        Effect::Done(result, receipt)
+    }
+
+    /// The fate of an entry an effect became before a restart.
+    fn already_done(&self, entry: Seq) -> ToolResult {
+        match self.tavern.log().reader().read_range(entry, entry) {
+            Ok(entries) => match entries.first() {
+                Some(e) if e.status == Status::Failed => ToolResult::err(
+                    e.error
+                        .clone()
+                        .unwrap_or_else(|| format!("entry #{entry} failed")),
+                ),
+                Some(_) => ToolResult::ok(format!("Already done as entry #{entry}.")),
+                None => ToolResult::err(format!("entry #{entry} is missing from the log")),
+            },
+            Err(e) => ToolResult::err(e.to_string()),
+        }
+    }
 }
 
 /// Runs (or resumes) the turn recorded as entry `seq` for `agent`.
@@ -130,28 +266,34 @@ pub async fn run_turn(
         messages: plan.messages,
         turn: plan.turn,
     };
+    let recorder = Arc::new(Recorder {
+        tavern: tavern.clone(),
+        sidecar: sidecar.clone(),
+        seq,
+        agent: agent.to_string(),
+        stop: stop.clone(),
+        aborted: AtomicBool::new(false),
+        replies: Mutex::new(plan.replies),
+        next_effect: AtomicU32::new(0),
+        results: plan.results,
+        caused: plan.caused,
+    });
     let ctx = AgentContext {
         node: plan.view,
         model: Arc::new(RecordingModel {
-            tavern: tavern.clone(),
-            sidecar: sidecar.clone(),
+            recorder: recorder.clone(),
             inner: model,
-            seq,
-            agent: agent.to_string(),
-            recorded: Mutex::new(plan.recorded_reply),
-            stop: stop.clone(),
         }),
-        tools: Arc::new(AgentTools {
-            tavern: tavern.clone(),
-            agent: agent.to_string(),
-            seq,
-            next_call: AtomicU32::new(0),
-            recorded: plan.recorded_results,
-            caused: plan.caused,
-        }),
-        bus: Arc::new(AgentBus::new(tavern.clone(), agent.to_string())),
+        tools: Arc::new(TurnTools(recorder.clone())),
+        bus: Arc::new(TurnBus(recorder.clone())),
     };
-    match registry::plugin(plan.kind).turn(&ctx, input).await {
+    let outcome = registry::plugin(plan.kind).turn(&ctx, input).await;
+    if recorder.stopping() {
+        // Whatever the plugin made of it, a stopped turn records nothing more: it stays open and the
+        // agent's next task resumes it from what was recorded.
+        return TurnEnd::Cancelled;
+    }
+    match outcome {
         Ok(output) => {
             let agent_name = agent.to_string();
             let text = output.reply.text.clone();
@@ -166,6 +308,7 @@ pub async fn run_turn(
                 .await;
             match recorded {
                 Ok(_) => TurnEnd::Completed,
+                Err(ExecError::ShuttingDown) => TurnEnd::Cancelled,
                 Err(e) => TurnEnd::Failed(e.to_string()),
             }
         }
@@ -194,42 +337,33 @@ fn resolve_model(
     models.get(&parsed)
 }
 
-/// Records a failed turn. Its input is handed back so a restarted task reads it again, unless the agent
-/// has used up its restarts (then the input is dropped and the failure stands, visibly).
+/// Records a failed turn (see [`crate::domain::decide::fail_turn`] for what happens to its input).
 async fn fail(tavern: &Tavern, agent: &str, seq: Seq, inbox_from: usize, error: String) -> TurnEnd {
-    let max = tavern.settings().max_restarts;
     let agent_name = agent.to_string();
     let message = error.clone();
     let recorded = tavern
-        .update_with(seq, move |state, _| {
-            let retry = state.agent(&agent_name).is_some_and(|n| n.restarts < max);
-            let outcomes = if retry {
-                vec![Outcome::InboxRewound {
-                    agent: agent_name.clone(),
-                    upto: inbox_from,
-                }]
-            } else {
-                Vec::new()
-            };
-            (Status::Failed, outcomes, Some(message))
+        .update_with(seq, move |state, env| {
+            (
+                Status::Failed,
+                crate::domain::decide::fail_turn(state, &agent_name, inbox_from, &message, env),
+                Some(message.clone()),
+            )
         })
         .await;
-    if let Err(e) = recorded {
-        tracing::error!("could not record the failure of {agent}'s turn #{seq}: {e}");
+    match recorded {
+        Ok(_) => TurnEnd::Failed(error),
+        Err(ExecError::ShuttingDown) => TurnEnd::Cancelled,
+        Err(e) => {
+            tracing::error!("could not record the failure of {agent}'s turn #{seq}: {e}");
+            TurnEnd::Failed(error)
+        }
     }
-    TurnEnd::Failed(error)
 }
 
 /// The model handle a plugin gets: calls run in the sidecar and their replies are recorded.
 struct RecordingModel {
-    tavern: Tavern,
-    sidecar: Sidecar,
+    recorder: Arc<Recorder>,
     inner: Arc<dyn Model>,
-    seq: Seq,
-    agent: String,
-    /// A reply recorded before a restart; returned instead of calling the model again.
-    recorded: Mutex<Option<ModelReply>>,
-    stop: CancellationToken,
 }
 
 #[async_trait]
@@ -243,49 +377,35 @@ impl Model for RecordingModel {
     }
 
     async fn complete(&self, request: ModelRequest) -> Result<ModelReply, ModelError> {
-        let recorded = self
-            .recorded
+        let r = &self.recorder;
+        let recorded = r
+            .replies
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take();
+            .pop_front();
         if let Some(reply) = recorded {
             return Ok(reply);
         }
-        let reply = self
+        if r.stopping() {
+            return Err(ModelError::Cancelled);
+        }
+        let reply = r
             .sidecar
-            .call(self.inner.clone(), request, self.stop.clone())
+            .call(self.inner.clone(), request, r.stop.clone())
             .await?;
-        self.tavern
-            .update(
-                self.seq,
-                Status::Executing,
-                vec![Outcome::ModelReplied {
-                    agent: self.agent.clone(),
-                    model: self.inner.label(),
-                    scripted: self.inner.is_scripted(),
-                    reply: reply.clone(),
-                }],
-                None,
-            )
-            .await
-            .map_err(|e| ModelError::Backend {
+        let recorded = r
+            .record(vec![Outcome::ModelReplied {
+                agent: r.agent.clone(),
                 model: self.inner.label(),
-                message: format!("the reply could not be recorded: {e}"),
-            })?;
+                scripted: self.inner.is_scripted(),
+                reply: reply.clone(),
+            }])
+            .await;
+        if !recorded {
+            return Err(ModelError::Cancelled);
+        }
         Ok(reply)
     }
-}
-
-/// Tavern's tools as one agent calls them during one turn.
-struct AgentTools {
-    tavern: Tavern,
-    agent: String,
-    seq: Seq,
-    next_call: AtomicU32,
-    /// Results recorded before a restart, by call index.
-    recorded: HashMap<u32, ToolResult>,
-    /// Entries that calls became before a restart, by call index.
-    caused: HashMap<u32, Seq>,
 }
 
 /// What a tool call asks of Tavern.
@@ -345,40 +465,6 @@ pub fn tool_request(agent: &str, call: ToolCall) -> Result<ToolRequest, String> 
     }))
 }
 
-impl AgentTools {
-    async fn dispatch(&self, index: u32, call: ToolCall) -> (Option<Seq>, ToolResult) {
-        let intent = match tool_request(&self.agent, call) {
-            Ok(ToolRequest::Intent(intent)) => intent,
-            Ok(ToolRequest::ListAgents) => {
-                return (
-                    None,
-                    ToolResult::ok(self.tavern.read(crate::console::render::agent_tree)),
-                )
-            }
-            Err(error) => return (None, ToolResult::err(error)),
-        };
-        let cause = Cause {
-            seq: self.seq,
-            call: Some(index),
-        };
-        match self
-            .tavern
-            .submit(
-                Actor::Agent(self.agent.clone()),
-                intent.clone(),
-                Some(cause),
-            )
-            .await
-        {
-            Ok(Receipt::Accepted { seq, outcomes, .. }) => {
-                (Some(seq), ToolResult::ok(describe(&intent, &outcomes)))
-            }
-            Ok(Receipt::Rejected { seq, error }) => (Some(seq), ToolResult::err(error.to_string())),
-            Err(e) => (None, ToolResult::err(e.to_string())),
-        }
-    }
-}
-
 /// The text a tool call's result gives the model.
 fn describe(intent: &Intent, outcomes: &[Outcome]) -> String {
     match intent {
@@ -417,49 +503,75 @@ fn describe(intent: &Intent, outcomes: &[Outcome]) -> String {
     }
 }
 
+/// Tavern's tools as one agent calls them during one turn.
+struct TurnTools(Arc<Recorder>);
+
 #[async_trait]
-impl Tools for AgentTools {
+impl Tools for TurnTools {
     async fn call(&self, call: ToolCall) -> ToolResult {
-        let index = self.next_call.fetch_add(1, Ordering::SeqCst);
-        if let Some(result) = self.recorded.get(&index) {
-            return result.clone();
-        }
-        let (entry, result) = if let Some(&entry) = self.caused.get(&index) {
-            // The call became an intent before a restart but its result was not recorded on the turn:
-            // report that entry's fate instead of doing it twice.
-            let result = match self.tavern.log().reader().read_range(entry, entry) {
-                Ok(entries) => match entries.first() {
-                    Some(e) if e.status == Status::Failed => ToolResult::err(
-                        e.error
-                            .clone()
-                            .unwrap_or_else(|| format!("entry #{entry} failed")),
-                    ),
-                    Some(_) => ToolResult::ok(format!("Already done as entry #{entry}.")),
-                    None => ToolResult::err(format!("entry #{entry} is missing from the log")),
-                },
-                Err(e) => ToolResult::err(e.to_string()),
-            };
-            (Some(entry), result)
-        } else {
-            self.dispatch(index, call).await
+        let r = &self.0;
+        let request = match tool_request(&r.agent, call) {
+            Ok(request) => request,
+            Err(error) => return ToolResult::err(error),
         };
-        if let Err(e) = self
-            .tavern
-            .update(
-                self.seq,
-                Status::Executing,
-                vec![Outcome::ToolCalled {
-                    call: index,
-                    entry,
-                    result: result.clone(),
-                }],
-                None,
-            )
-            .await
-        {
-            return ToolResult::err(format!("the result could not be recorded: {e}"));
+        let effect = match request {
+            ToolRequest::Intent(intent) => r.effect(Some(intent), unreachable_query).await,
+            ToolRequest::ListAgents => {
+                let tree = r.tavern.read(crate::console::render::agent_tree);
+                r.effect(None, || ToolResult::ok(tree)).await
+            }
+        };
+        match effect {
+            Effect::Done(result, _) => result,
+            Effect::Aborted => ToolResult::err("not run: the agent is stopping"),
         }
-        result
+    }
+}
+
+fn unreachable_query() -> ToolResult {
+    ToolResult::err("internal: an intent was treated as a query")
+}
+
+/// The bus as one agent's plugin sees it during a turn: sends are effects of the turn, recorded and
+/// never repeated on resume.
+struct TurnBus(Arc<Recorder>);
+
+fn bus_result(effect: Effect) -> Result<Vec<Outcome>, BusError> {
+    match effect {
+        Effect::Done(_, Some(Receipt::Accepted { outcomes, .. })) => Ok(outcomes),
+        Effect::Done(_, Some(Receipt::Rejected { error, .. })) => Err(match error {
+            DomainError::UnknownAgent(name) => BusError::UnknownAgent(name),
+            DomainError::AgentDead { name, state } => BusError::AgentDead { name, state },
+            other => BusError::NotRecorded(other.to_string()),
+        }),
+        // Sent before a restart: it stands.
+        Effect::Done(result, None) if result.ok => Ok(Vec::new()),
+        Effect::Done(result, None) => Err(BusError::NotRecorded(result.text)),
+        Effect::Aborted => Err(BusError::NotRecorded("the agent is stopping".into())),
+    }
+}
+
+#[async_trait]
+impl Bus for TurnBus {
+    async fn send(&self, to: &str, text: &str) -> Result<(), BusError> {
+        let intent = Intent::SendMessage {
+            to: to.to_string(),
+            text: text.to_string(),
+        };
+        bus_result(self.0.effect(Some(intent), unreachable_query).await).map(|_| ())
+    }
+
+    async fn broadcast(&self, scope: BroadcastScope, text: &str) -> Result<usize, BusError> {
+        let intent = Intent::Broadcast {
+            scope,
+            text: text.to_string(),
+        };
+        bus_result(self.0.effect(Some(intent), unreachable_query).await).map(|outcomes| {
+            outcomes
+                .iter()
+                .filter(|o| matches!(o, Outcome::MessagePosted(_)))
+                .count()
+        })
     }
 }
 

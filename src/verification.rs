@@ -19,6 +19,13 @@ pub async fn run(tavern: &Tavern, seq: Seq, agent: &str) -> Result<(), ExecError
     let settings = tavern.settings().clone();
     let mut checks = Vec::with_capacity(commitments.len());
     for commitment in &commitments {
+        // An agent reaped mid-verification needs no more checks; the verdict records it as cancelled.
+        if tavern.read_head(|s| {
+            s.agent(agent)
+                .is_none_or(|n| n.state != tavern_plugin_api::AgentState::Verifying)
+        }) {
+            break;
+        }
         let spec = AssertionSpec {
             command: &commitment.assertion,
             dir: &settings.project,

@@ -191,9 +191,13 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
             Outcome::TaskRestarted { agent, attempt } => lines.push(format!(
                 "! {agent}'s task was restarted (restart {attempt})"
             )),
-            Outcome::DocumentEditRecorded { path } => {
+            Outcome::DocumentEditRecorded { path, ignored } if ignored.is_empty() => {
                 lines.push(format!("· file edit recorded: {path}"))
             }
+            Outcome::DocumentEditRecorded { path, ignored } => lines.push(format!(
+                "· file edit recorded: {path} (managed fields left as they were: {})",
+                ignored.join(", ")
+            )),
             Outcome::TavernOpened { .. }
             | Outcome::InboxRead { .. }
             | Outcome::InboxRewound { .. }

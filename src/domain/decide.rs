@@ -25,8 +25,12 @@ pub struct DecideEnv<'a> {
     pub new_id: &'a mut dyn FnMut() -> String,
     /// The model spec for agents that name none (Jake, and children of parents without one).
     pub default_model: Option<&'a str>,
-    /// How many task restarts an agent gets before it is reaped.
+    /// How many task restarts an agent gets within `restart_window` before it is reaped.
     pub max_restarts: u32,
+    /// The window, in milliseconds, in which restarts count toward the limit.
+    pub restart_window: Millis,
+    /// The project directory, against which relative paths in model specs resolve.
+    pub project: &'a std::path::Path,
 }
 
 /// A decided intent.
@@ -81,6 +85,14 @@ pub enum DomainError {
     /// The actor may not do this.
     #[error("{0}")]
     NotAllowed(String),
+    /// A model spec that names no model this build has.
+    #[error("the model {spec:?} {reason}")]
+    BadModel {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The commitment number does not exist.
     #[error("{agent} has no commitment #{number} (it has {count}); /agents shows them")]
     NoSuchCommitment {
@@ -384,11 +396,20 @@ fn decide_summon(
         perseverance: matches!(actor, Actor::Agent(_)),
         ..Modes::default()
     };
-    let model = summon
-        .model
-        .clone()
-        .or_else(|| parent.model.clone())
-        .or_else(|| env.default_model.map(str::to_string));
+    // A model named at summon time is checked now, so a typo is an error here rather than a string of
+    // failed turns later; it is stored resolved (absolute paths), so it means the same after a restart.
+    let model = match &summon.model {
+        Some(spec) => crate::model::ModelSpec::parse(spec, env.project)
+            .map_err(|reason| DomainError::BadModel {
+                spec: spec.clone(),
+                reason,
+            })?
+            .map(|m| m.to_string()),
+        None => parent
+            .model
+            .clone()
+            .or_else(|| env.default_model.map(str::to_string)),
+    };
     let new = NewAgent {
         name: name.clone(),
         kind: summon.kind,
@@ -873,10 +894,12 @@ fn restart_agent(
     env: &mut DecideEnv<'_>,
 ) -> Result<Decision> {
     let node = live(state, agent)?;
-    let attempt = node.restarts + 1;
-    if attempt > env.max_restarts {
+    let attempt = node.recent_restarts(env.now, env.restart_window) + 1;
+    // Jake, the root, is always restarted: the tavern cannot run without him.
+    if attempt > env.max_restarts && node.kind != AgentKind::Jake {
         let why = format!(
-            "its task failed {attempt} times (limit {}); last failure: {reason}",
+            "its task failed {attempt} times within {} s (limit {}); last failure: {reason}",
+            env.restart_window / 1000,
             env.max_restarts
         );
         return Ok(Decision::done(reap(
@@ -891,6 +914,46 @@ fn restart_agent(
         agent: node.name.clone(),
         attempt,
     }]))
+}
+
+/// The outcomes of a failed turn. Its input is handed back so the restarted task reads it again, while
+/// the agent has restarts left. Past the limit an agent is reaped (by the restart that follows), and
+/// Jake — who is never reaped — drops that input and tells the person, who can say it again.
+pub fn fail_turn(
+    state: &TavernState,
+    agent: &str,
+    inbox_from: usize,
+    error: &str,
+    env: &mut DecideEnv<'_>,
+) -> Vec<Outcome> {
+    let Some(node) = state.agent(agent) else {
+        return Vec::new();
+    };
+    if node.recent_restarts(env.now, env.restart_window) < env.max_restarts {
+        return vec![Outcome::InboxRewound {
+            agent: node.name.clone(),
+            upto: inbox_from,
+        }];
+    }
+    if node.kind != AgentKind::Jake {
+        return Vec::new();
+    }
+    let to = node
+        .last_human
+        .clone()
+        .map(Party::User)
+        .unwrap_or(Party::Tavern);
+    vec![message(
+        env,
+        Party::Tavern,
+        to,
+        MessageKind::Notice,
+        format!(
+            "Jake could not answer after {} tries: {error}. Your message is kept in the log; \
+             say it again once the model is back.",
+            env.max_restarts + 1
+        ),
+    )]
 }
 
 /// The outcomes of a verification: each check, then Done, a wait for sign-off, or back to Working with

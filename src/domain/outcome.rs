@@ -224,9 +224,12 @@ pub enum Outcome {
         /// How many restarts it has had.
         attempt: u32,
     },
-    /// A document edit made outside Tavern was recorded (and found to change nothing Tavern manages).
+    /// A document edit made outside Tavern was recorded.
     DocumentEditRecorded {
         /// The path relative to `.tavern/`.
         path: String,
+        /// Managed fields the edit changed, which were left as Tavern has them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ignored: Vec<String>,
     },
 }

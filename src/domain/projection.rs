@@ -167,10 +167,57 @@ pub fn agent_doc(node: &AgentNode) -> String {
 fn render<F: Serialize>(front: &F, body: &str) -> String {
     // Rendering plain data structures to TOML cannot fail (no maps with non-string keys, no NaN), so an
     // error here is a bug; fall back to the body alone rather than losing the document.
-    front_matter::render(front, body).unwrap_or_else(|e| {
+    let text = front_matter::render(front, body).unwrap_or_else(|e| {
         tracing::error!("could not render front matter: {e}");
         body.to_string()
-    })
+    });
+    seal(&text)
+}
+
+/// The last line of every document Tavern writes: a checksum of everything before it. It tells Tavern's
+/// own writes (current or stale) from a person's edits, across restarts and without any other record.
+/// Markdown viewers do not show it.
+const SEAL_PREFIX: &str = "<!-- tavern:";
+const SEAL_SUFFIX: &str = " -->\n";
+
+/// FNV-1a, 64 bits: stable across Rust versions and platforms, unlike `DefaultHasher`.
+pub fn stable_hash(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Appends the checksum line.
+pub fn seal(text: &str) -> String {
+    format!("{text}{SEAL_PREFIX}{:016x}{SEAL_SUFFIX}", stable_hash(text))
+}
+
+/// What a document's checksum line says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seal {
+    /// Written by Tavern and unchanged since (it may still be out of date).
+    Intact,
+    /// Changed by someone else since Tavern wrote it, or never written by Tavern.
+    Broken,
+}
+
+/// Splits off the checksum line: the text without it, and whether it matched.
+pub fn unseal(content: &str) -> (&str, Seal) {
+    let Some(start) = content.rfind(SEAL_PREFIX) else {
+        return (content, Seal::Broken);
+    };
+    let (text, line) = content.split_at(start);
+    let hex = line
+        .strip_prefix(SEAL_PREFIX)
+        .and_then(|l| l.strip_suffix(SEAL_SUFFIX));
+    match hex.and_then(|h| u64::from_str_radix(h, 16).ok()) {
+        Some(hash) if hash == stable_hash(text) => (text, Seal::Intact),
+        // A broken or missing seal: keep the text as the person left it, minus a seal-like last line.
+        _ => (if hex.is_some() { text } else { content }, Seal::Broken),
+    }
 }
 
 fn party(p: &Party) -> String {
@@ -360,6 +407,7 @@ pub(super) fn decide_edit(
         Ok(Decision {
             outcomes: vec![Outcome::DocumentEditRecorded {
                 path: path.to_string(),
+                ignored: Vec::new(),
             }],
             continues: false,
         })
@@ -398,6 +446,7 @@ pub(super) fn decide_edit(
                 .to_string(),
         ));
     };
+    let (content, _) = unseal(content);
     let (front, body): (AgentFront, String) = front_matter::parse(content).map_err(|e| {
         edit_error(format!(
             "{e}. Tavern restored the file; your text is kept in the log"
@@ -424,17 +473,6 @@ pub(super) fn decide_edit(
         modes,
         commitments
     );
-    if !changed.is_empty() {
-        return Err(edit_error(format!(
-            "{} managed by Tavern; only the description and notes may be edited in the file \
-             (use the console commands for the rest). Tavern restored the file; your text is kept in the log",
-            if changed.len() == 1 {
-                format!("the field `{}` is", changed[0])
-            } else {
-                format!("the fields `{}` are", changed.join("`, `"))
-            }
-        )));
-    }
     let (description, notes) = split_agent_body(&body);
     let mut outcomes = Vec::new();
     if description != node.description.trim_end() {
@@ -449,9 +487,27 @@ pub(super) fn decide_edit(
             text: notes,
         });
     }
-    if outcomes.is_empty() {
-        return recorded();
+    let managed = |changed: &[&str]| {
+        if changed.len() == 1 {
+            format!("the field `{}` is", changed[0])
+        } else {
+            format!("the fields `{}` are", changed.join("`, `"))
+        }
+    };
+    if outcomes.is_empty() && !changed.is_empty() {
+        return Err(edit_error(format!(
+            "{} managed by Tavern; only the description and notes may be edited in the file \
+             (use the console commands for the rest). Tavern restored the file; your text is kept in the log",
+            managed(&changed)
+        )));
     }
+    // A person who edited the description or notes may have saved an editor buffer opened before the
+    // agent moved on, so its managed fields are stale rather than edited: take the description and
+    // notes, and say which managed fields were left as Tavern has them.
+    outcomes.push(Outcome::DocumentEditRecorded {
+        path: path.to_string(),
+        ignored: changed.iter().map(|f| f.to_string()).collect(),
+    });
     Ok(Decision {
         outcomes,
         continues: false,

@@ -62,6 +62,8 @@ pub struct AgentNode {
     pub turns: u32,
     /// How many times its task has been restarted.
     pub restarts: u32,
+    /// When its most recent restarts happened (the restart limit counts those within a window).
+    pub restart_times: Vec<Millis>,
 }
 
 impl AgentNode {
@@ -90,7 +92,16 @@ impl AgentNode {
             conversation: Vec::new(),
             turns: 0,
             restarts: 0,
+            restart_times: Vec::new(),
         }
+    }
+
+    /// How many restarts it had within `window` ms before `now`.
+    pub fn recent_restarts(&self, now: Millis, window: Millis) -> u32 {
+        self.restart_times
+            .iter()
+            .filter(|t| t.saturating_add(window) > now)
+            .count() as u32
     }
 
     /// `mortal`, or `mortal/reviewer` for an expert.
@@ -393,9 +404,14 @@ impl TavernState {
                 }
             }
             Outcome::ToolCalled { .. } | Outcome::DocumentEditRecorded { .. } => {}
-            Outcome::TaskRestarted { agent, attempt } => {
+            Outcome::TaskRestarted { agent, .. } => {
                 if let Some(node) = self.agent_mut(agent) {
-                    node.restarts = *attempt;
+                    node.restarts += 1;
+                    node.restart_times.push(ts);
+                    // Only recent restarts matter to the limit; keep the list short.
+                    if node.restart_times.len() > 64 {
+                        node.restart_times.remove(0);
+                    }
                 }
             }
         }

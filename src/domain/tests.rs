@@ -46,6 +46,8 @@ impl Scenario {
             new_id: &mut new_id,
             default_model: None,
             max_restarts: 2,
+            restart_window: 60_000,
+            project: std::path::Path::new("/project"),
         };
         let result = decide(&self.state, actor, intent, &mut env);
         self.ids = ids;
@@ -148,6 +150,8 @@ impl Scenario {
             new_id: &mut new_id,
             default_model: None,
             max_restarts: 2,
+            restart_window: 60_000,
+            project: std::path::Path::new("/project"),
         };
         let outcomes = verification_verdict(&self.state, agent, checks, &mut env)
             .expect("the agent is verifying");
@@ -593,6 +597,31 @@ fn unknown_and_bad_names_are_clear_errors() {
 }
 
 #[test]
+fn a_summons_model_is_checked_and_stored_resolved() {
+    let mut s = Scenario::given();
+    let summon = |model: &str| {
+        Intent::Summon(Summon {
+            parent: "Jake".into(),
+            assignment: Some("x".into()),
+            kind: AgentKind::Mortal,
+            expert: None,
+            name: None,
+            model: Some(model.into()),
+        })
+    };
+    let error = s.refused(alice(), summon("gpt-5"));
+    assert!(
+        error.contains("\"gpt-5\"") && error.contains("scripted:PATH"),
+        "{error}"
+    );
+    s.ok(alice(), summon("scripted:demo.toml"));
+    assert_eq!(
+        s.state.agent("Frodo").unwrap().model.as_deref(),
+        Some("scripted:/project/demo.toml")
+    );
+}
+
+#[test]
 fn monitors_live_under_jake_only() {
     let mut s = Scenario::given();
     let frodo = s.summon(alice(), "Jake", "a");
@@ -676,6 +705,8 @@ fn a_turns_reply_goes_to_the_requester() {
         new_id: &mut new_id,
         default_model: None,
         max_restarts: 2,
+        restart_window: 60_000,
+        project: std::path::Path::new("/project"),
     };
     let outcomes = finish_turn(&s.state, &frodo, "on it", &mut env);
     assert_eq!(
@@ -700,11 +731,44 @@ fn file_edits_take_description_and_notes_and_refuse_managed_fields() {
     );
     assert_eq!(
         outcomes,
-        vec![Outcome::NotesChanged {
-            agent: frodo.clone(),
-            text: "Remember the edge cases.".into()
-        }]
+        vec![
+            Outcome::NotesChanged {
+                agent: frodo.clone(),
+                text: "Remember the edge cases.".into()
+            },
+            Outcome::DocumentEditRecorded {
+                path: "agents/Frodo.md".into(),
+                ignored: Vec::new()
+            }
+        ]
     );
+    let doc = projection::agent_doc(s.state.agent(&frodo).unwrap());
+    // An editor buffer opened before Frodo moved on: stale managed fields, a new description. The
+    // description is taken; the stale fields are left as Tavern has them, and said so.
+    let stale_buffer = doc
+        .replace("state = \"working\"", "state = \"summoned\"")
+        .replace("## Description\na\n", "## Description\nA better plan.\n");
+    let outcomes = s.ok(
+        Actor::File,
+        Intent::EditDocument {
+            path: "agents/Frodo.md".into(),
+            content: Some(stale_buffer),
+        },
+    );
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::DescriptionChanged {
+                agent: frodo.clone(),
+                text: "A better plan.".into()
+            },
+            Outcome::DocumentEditRecorded {
+                path: "agents/Frodo.md".into(),
+                ignored: vec!["state".into()]
+            }
+        ]
+    );
+    assert_eq!(s.state_of(&frodo), AgentState::Working);
     let doc = projection::agent_doc(s.state.agent(&frodo).unwrap());
     let error = s.refused(
         Actor::File,
@@ -737,13 +801,34 @@ fn file_edits_take_description_and_notes_and_refuse_managed_fields() {
 }
 
 #[test]
+fn documents_carry_a_seal_that_tells_tavern_writes_from_edits() {
+    let mut s = Scenario::given();
+    let frodo = s.summon(alice(), "Jake", "a");
+    let doc = projection::agent_doc(s.state.agent(&frodo).unwrap());
+    assert!(doc.ends_with(" -->\n"), "{doc}");
+    let (text, seal) = projection::unseal(&doc);
+    assert_eq!(seal, projection::Seal::Intact);
+    assert!(text.ends_with("## Notes\n\n"), "{text:?}");
+    let edited = doc.replace("## Notes\n", "## Notes\nmine\n");
+    assert_eq!(projection::unseal(&edited).1, projection::Seal::Broken);
+    assert_eq!(
+        projection::unseal("no seal at all").1,
+        projection::Seal::Broken
+    );
+    // The hash is FNV-1a: stable across builds, so seals written by one build verify in the next.
+    assert_eq!(projection::stable_hash(""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(projection::stable_hash("a"), 0xaf63_dc4c_8601_ec8c);
+}
+
+#[test]
 fn projection_round_trips_descriptions_and_notes() {
     let mut s = Scenario::given();
     let frodo = s.summon(alice(), "Jake", "line one\n\n## Notes\nnot really notes");
     let node = s.state.agent(&frodo).unwrap().clone();
     let doc = projection::agent_doc(&node);
+    let (text, _) = projection::unseal(&doc);
     let (front, body): (projection::AgentFront, String) =
-        crate::blackboard::front_matter::parse(&doc).unwrap();
+        crate::blackboard::front_matter::parse(text).unwrap();
     assert_eq!(front, projection::agent_front(&node));
     let (description, notes) = projection::split_agent_body(&body);
     assert_eq!(description, "line one\n\n## Notes\nnot really notes");

@@ -3,15 +3,18 @@
 use crate::support::{
     agents_in_log, agents_on_disk, all_documents_parse, demo_script, Console, Project,
 };
-use tavern::domain::TavernSchema;
+use tavern::domain::{Actor, Outcome, TavernSchema};
 use tavern::log::LogReader;
 
-/// The acknowledged `(seq, summary)` pairs in a transcript: `ok #N summary` lines.
-fn acks(lines: &[String]) -> Vec<u64> {
+/// The acknowledged `(seq, what)` pairs in a transcript: `ok #N what` lines.
+fn acks(lines: &[String]) -> Vec<(u64, String)> {
     lines
         .iter()
         .filter_map(|l| l.strip_prefix("ok #"))
-        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .filter_map(|rest| {
+            let (seq, what) = rest.split_once(' ')?;
+            Some((seq.parse().ok()?, what.to_string()))
+        })
         .collect()
 }
 
@@ -68,12 +71,28 @@ async fn sigkill_at_many_points_loses_no_acknowledged_intent() {
         let entries = reader
             .read_range(1, reader.last_seq())
             .expect("read the log");
-        for seq in &acked {
-            assert!(
-                entries.iter().any(|e| e.seq == *seq),
-                "kill point {kill_after}: acknowledged #{seq} is missing from the log"
+        for (seq, what) in &acked {
+            // The entry under an acknowledged number is the very intent that was acknowledged.
+            let entry = entries.iter().find(|e| e.seq == *seq).unwrap_or_else(|| {
+                panic!("kill point {kill_after}: acknowledged #{seq} is missing")
+            });
+            assert_eq!(
+                entry.actor,
+                Actor::User("alice".into()),
+                "kill point {kill_after}: #{seq}"
             );
+            match what.strip_prefix("summoned ") {
+                Some(name) => assert!(
+                    entry
+                        .outcomes
+                        .iter()
+                        .any(|o| matches!(o, Outcome::AgentSummoned(n) if n.name == name)),
+                    "kill point {kill_after}: #{seq} did not summon {name}"
+                ),
+                None => assert_eq!(&entry.intent.summary(), what, "kill point {kill_after}"),
+            }
         }
+        crate::support::assert_log_consistent(&tavern);
         all_documents_parse(&tavern);
         assert_eq!(
             agents_on_disk(&tavern),

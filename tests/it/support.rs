@@ -430,6 +430,7 @@ pub fn test_config(
         output_limit: 1024,
         console_user: "alice".to_string(),
         max_restarts: 2,
+        restart_window: Duration::from_secs(60),
     }
 }
 
@@ -460,5 +461,36 @@ pub async fn summon(tavern: &tavern::executor::Tavern, parent: &str, assignment:
             })
             .expect("a summon names its agent"),
         other => panic!("the summon was refused: {other:?}"),
+    }
+}
+
+/// Checks the raw log for what a correct run never writes: a second terminal record for an entry, any
+/// record for an entry after its terminal one, or two entries caused by the same tool call.
+pub fn assert_log_consistent(tavern: &Path) {
+    use std::collections::{HashMap, HashSet};
+    let text = std::fs::read_to_string(tavern.join("log/main.jsonl")).expect("read the log");
+    let mut finished: HashSet<u64> = HashSet::new();
+    let mut causes: HashMap<(u64, u64), u64> = HashMap::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let record: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("log line {}: {e}", n + 1));
+        let seq = record["seq"].as_u64().expect("every record has a seq");
+        assert!(
+            !finished.contains(&seq),
+            "log line {}: a record for #{seq} after it finished:\n{line}",
+            n + 1
+        );
+        let status = record["status"].as_str().unwrap_or_default();
+        if matches!(status, "executed" | "failed" | "cancelled") {
+            finished.insert(seq);
+        }
+        if let (Some(cause), Some(call)) = (
+            record["cause"]["seq"].as_u64(),
+            record["cause"]["call"].as_u64(),
+        ) {
+            if let Some(other) = causes.insert((cause, call), seq) {
+                panic!("tool call {call} of turn #{cause} became two entries: #{other} and #{seq}");
+            }
+        }
     }
 }

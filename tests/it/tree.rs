@@ -46,7 +46,8 @@ async fn restart_one_retries_the_failed_agent_then_reaps_it_and_tells_the_parent
         .expect_contains("· Frodo: Working → FailedReaped")
         .await;
     assert!(
-        reaped.contains("failed 3 times (limit 2)") && reaped.contains("the model service is down"),
+        reaped.contains("failed 3 times within 60 s (limit 2)")
+            && reaped.contains("the model service is down"),
         "{reaped}"
     );
     console.expect_contains("! Jake ← Frodo was reaped").await;
@@ -79,5 +80,10 @@ async fn restart_all_restarts_every_live_sibling() {
     console
         .expect_contains("! Sam's task was restarted (restart 1)")
         .await;
+    // Frodo keeps failing and is reaped at the limit; Sam, restarted alongside, ran no turn twice.
+    console
+        .expect_contains("· Frodo: Working → FailedReaped")
+        .await;
     console.quit().await;
+    crate::support::assert_log_consistent(&project.tavern());
 }
