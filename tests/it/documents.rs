@@ -156,3 +156,59 @@ async fn a_second_tavern_on_the_same_project_is_refused() {
     );
     first.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_made_while_tavern_was_stopped_are_recorded_at_start() {
+    let project = Project::new();
+    let (ok, _, _) = run_tavern(project.path(), &["console"], "/summon a\n").await;
+    assert!(ok);
+    let path = project.tavern().join("agents/Frodo.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("## Notes\n", "## Notes\nWritten offline.\n")).unwrap();
+
+    let app = App::start(test_config(&project, "lotr", None)).await.unwrap();
+    assert_eq!(app.report.offline_edits, 1);
+    assert_eq!(app.report.repaired_documents, 0);
+    assert_eq!(
+        app.tavern.read(|s| s.agent("Frodo").unwrap().notes.clone()),
+        "Written offline."
+    );
+    app.tavern.flush().await;
+    let restored = std::fs::read_to_string(&path).unwrap();
+    assert!(restored.contains("Written offline."), "{restored}");
+    assert_eq!(
+        tavern::domain::projection::unseal(&restored).1,
+        tavern::domain::projection::Seal::Intact
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_copy_of_a_document_put_back_by_hand_is_restored() {
+    let project = Project::new();
+    let app = App::start(test_config(&project, "lotr", None)).await.unwrap();
+    let tavern = app.tavern.clone();
+    summon(&tavern, "Jake", "write docs").await;
+    tavern.flush().await;
+    let path = project.tavern().join("agents/Frodo.md");
+    let old = std::fs::read_to_string(&path).unwrap();
+    tavern
+        .submit(
+            Actor::User("alice".into()),
+            Intent::SetDescription {
+                agent: "Frodo".into(),
+                text: "newer".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    file_becomes(&project, "agents/Frodo.md", |t| t.contains("newer")).await;
+    // An editor's undo (or a checkout) puts Tavern's own older version back: it is not a person's edit,
+    // so nothing is recorded, and the current version returns.
+    std::fs::write(&path, &old).unwrap();
+    file_becomes(&project, "agents/Frodo.md", |t| t.contains("newer")).await;
+    let last = tavern.read(|s| s.last_seq);
+    assert_eq!(last, 3, "no edit was recorded");
+    app.shutdown().await.unwrap();
+}
