@@ -130,8 +130,10 @@ async fn close_abandoned_turn(tavern: &Tavern, agent: &str, seq: Seq) {
             Some(format!("{agent} was stopped during this turn")),
         )
         .await;
-    if let Err(e) = result {
-        tracing::error!("could not record that {agent}'s turn #{seq} was cancelled: {e}");
+    match result {
+        // The agent's own task closed it first.
+        Ok(()) | Err(ExecError::NotOpen(_)) => {}
+        Err(e) => tracing::error!("could not record that {agent}'s turn #{seq} was cancelled: {e}"),
     }
 }
 
@@ -273,6 +275,25 @@ impl Supervisor {
                     let _ = tx.send(agent);
                 }
             }
+        });
+    }
+
+    /// Stops a dead agent's task and, once it has ended, closes any turn it left open. (The task closes
+    /// its own turn when it sees it is stopped; this also covers a dead agent whose task never started,
+    /// such as one reaped right after a restart, before its interrupted turn could resume.)
+    fn bury(&mut self, agent: &str) {
+        self.stop(agent);
+        let handle = self.stopping.remove(&agent.to_lowercase());
+        let tavern = self.tavern.clone();
+        let agent = agent.to_string();
+        self.tavern.tracker().spawn(async move {
+            if let Some(handle) = handle {
+                if tokio::time::timeout(STOP_WAIT, handle).await.is_err() {
+                    tracing::error!("{agent}'s task did not stop within {STOP_WAIT:?}");
+                    return;
+                }
+            }
+            stopped(&tavern, &agent).await;
         });
     }
 
@@ -440,7 +461,7 @@ impl Supervisor {
                 {
                     self.spawn(&new.name).await
                 }
-                Outcome::StateChanged { agent, to, .. } if to.is_dead() => self.stop(agent),
+                Outcome::StateChanged { agent, to, .. } if to.is_dead() => self.bury(agent),
                 _ => {}
             }
         }

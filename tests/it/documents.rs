@@ -164,9 +164,15 @@ async fn edits_made_while_tavern_was_stopped_are_recorded_at_start() {
     assert!(ok);
     let path = project.tavern().join("agents/Frodo.md");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("## Notes\n", "## Notes\nWritten offline.\n")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("## Notes\n", "## Notes\nWritten offline.\n"),
+    )
+    .unwrap();
 
-    let app = App::start(test_config(&project, "lotr", None)).await.unwrap();
+    let app = App::start(test_config(&project, "lotr", None))
+        .await
+        .unwrap();
     assert_eq!(app.report.offline_edits, 1);
     assert_eq!(app.report.repaired_documents, 0);
     assert_eq!(
@@ -186,7 +192,9 @@ async fn edits_made_while_tavern_was_stopped_are_recorded_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_copy_of_a_document_put_back_by_hand_is_restored() {
     let project = Project::new();
-    let app = App::start(test_config(&project, "lotr", None)).await.unwrap();
+    let app = App::start(test_config(&project, "lotr", None))
+        .await
+        .unwrap();
     let tavern = app.tavern.clone();
     summon(&tavern, "Jake", "write docs").await;
     tavern.flush().await;

@@ -174,7 +174,20 @@ async fn settle(app: &App) {
     .unwrap_or_else(|_| {
         let (open, wanting) = app.tavern.read_head(|s| {
             (
-                s.open.clone(),
+                (
+                    s.open.clone(),
+                    s.agents_in_order()
+                        .map(|n| {
+                            format!(
+                                "{} {} read {}/{}",
+                                n.name,
+                                n.state,
+                                n.read_upto,
+                                n.inbox.len()
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                ),
                 s.agents_in_order()
                     .filter(|n| tavern::tree::wants_turn(s, &n.name))
                     .map(|n| format!("{} {}", n.name, n.state))
@@ -187,7 +200,9 @@ async fn settle(app: &App) {
     });
 }
 
-fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Runs the operations; with `interrupt_after`, shuts the tavern down right after that many (with turns
+/// and verifications still running), starts it again and lets it resume before the rest.
+fn run_case(ops: Vec<Op>, interrupt_after: Option<usize>) -> Result<(), TestCaseError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -196,9 +211,16 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     runtime.block_on(async move {
         let project = Project::new();
         let script = project.write("script.toml", SCRIPT);
-        let app = App::start(config(&project, &script)).await.expect("start");
-        let tavern = app.tavern.clone();
-        for op in &ops {
+        let mut app = App::start(config(&project, &script)).await.expect("start");
+        let mut tavern = app.tavern.clone();
+        for (i, op) in ops.iter().enumerate() {
+            if interrupt_after == Some(i) {
+                app.shutdown().await.expect("shutdown mid-run");
+                app = App::start(config(&project, &script))
+                    .await
+                    .expect("restart");
+                tavern = app.tavern.clone();
+            }
             let names: Vec<String> =
                 tavern.read_head(|s| s.agents_in_order().map(|n| n.name.clone()).collect());
             let intent = intent_for(op, &names);
@@ -227,6 +249,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
         for node in replayed.agents_in_order() {
             prop_assert!(AgentState::ALL.contains(&node.state));
         }
+        crate::support::assert_log_consistent(&project.tavern());
         Ok(())
     })
 }
@@ -236,7 +259,16 @@ proptest! {
 
     #[test]
     fn replay_rebuilds_the_live_state(ops in proptest::collection::vec(op(), 1..40)) {
-        run_case(ops)?;
+        run_case(ops, None)?;
+    }
+
+    #[test]
+    fn replay_rebuilds_the_state_of_a_run_interrupted_and_resumed(
+        ops in proptest::collection::vec(op(), 2..30),
+        at in 1..29usize,
+    ) {
+        let at = at.min(ops.len() - 1);
+        run_case(ops, Some(at))?;
     }
 }
 
