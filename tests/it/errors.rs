@@ -115,6 +115,27 @@ async fn environment_overrides_apply_and_are_validated() {
     let (_, stdout, _) = run_tavern(project.path(), &["console"], "/summon learn\n").await;
     assert!(stdout.contains("summoned Hillel"), "{stdout}");
 
+    // A secret that happens to start with TAVERN_ is not configuration, and goes nowhere.
+    let mut command = crate::support::tavern_command(project.path(), &["console"]);
+    command.env("TAVERN_DISCORD_TOKEN", "sekrit-token-123");
+    let out = tokio::time::timeout(crate::support::STEP, command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for entry in walk(&project.tavern()) {
+        let text = std::fs::read(&entry).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&text).contains("sekrit-token-123"),
+            "{} holds the secret",
+            entry.display()
+        );
+    }
+
     let mut command = crate::support::tavern_command(project.path(), &["console"]);
     command.env("TAVERN_TAVERN__THEME", "klingon");
     let out = tokio::time::timeout(crate::support::STEP, command.output())
@@ -186,4 +207,21 @@ async fn a_hanging_assertion_is_killed_at_the_timeout_and_reported() {
     let gap = console.expect_contains("timed out and was killed").await;
     assert!(gap.contains("#1 it finishes"), "{gap}");
     console.quit().await;
+}
+
+/// Every file under a directory.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
