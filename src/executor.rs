@@ -30,9 +30,7 @@ use crate::blackboard::{DocId, DocStore};
 use crate::domain::{
     decide, projection, Actor, DecideEnv, DomainError, Intent, Outcome, TavernSchema, TavernState,
 };
-use crate::log::{
-    Cause, Entry, EntryDraft, Log, LogError, Millis, Record, Seq, Status, Ticket, Update,
-};
+use crate::log::{Cause, EntryDraft, Log, LogError, Millis, Record, Seq, Status, Ticket, Update};
 
 /// The current wall-clock time in milliseconds.
 pub fn now_ms() -> Millis {
@@ -347,19 +345,8 @@ impl Tavern {
                 outcomes: outcomes.clone(),
                 error: error.clone(),
             };
-            let (seq, ticket) = self.inner.log.enqueue_entry(draft)?;
-            let entry = Entry {
-                seq,
-                branch: self.inner.log.branch_name().to_string(),
-                parent: seq.checked_sub(1).filter(|p| *p > 0),
-                cause,
-                ts: now,
-                actor: actor.clone(),
-                intent: intent.clone(),
-                status,
-                outcomes: outcomes.clone(),
-                error: error.clone(),
-            };
+            let (seq, ticket) = self.inner.log.enqueue_entry(draft.clone())?;
+            let entry = draft.into_entry(seq, self.inner.log.branch_name());
             let record = Record::Entry(entry);
             head.apply(&record);
             let event = Event {

@@ -203,6 +203,25 @@ pub struct EntryDraft<S: Schema> {
     pub error: Option<String>,
 }
 
+impl<S: Schema> EntryDraft<S> {
+    /// The entry this draft becomes once the log gives it `seq` on `branch` (its parent is the entry
+    /// before it, as [`Log::enqueue_entry`] records).
+    pub fn into_entry(self, seq: Seq, branch: &str) -> Entry<S> {
+        Entry {
+            seq,
+            branch: branch.to_string(),
+            parent: seq.checked_sub(1).filter(|p| *p > 0),
+            cause: self.cause,
+            ts: self.ts,
+            actor: self.actor,
+            intent: self.intent,
+            status: self.status,
+            outcomes: self.outcomes,
+            error: self.error,
+        }
+    }
+}
+
 impl<S: Schema> Entry<S> {
     /// Folds a later update into this entry: the status and error become the update's, and
     /// its outcomes are appended.
