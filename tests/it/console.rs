@@ -54,7 +54,7 @@ async fn jake_summons_a_mortal_who_summons_a_child_whose_commitment_passes() {
             "✓ Sam commitment #1 passed",
             "· Sam: Verifying → Done (every commitment passed)",
             "! Frodo ← Sam is Done: 1/1 commitments pass.",
-            "[Frodo] (scripted) Sam's work verified",
+            "[Frodo] (scripted) Noted. I'll wait for Sam's checks",
             "[Sam] (scripted) Writing parser.txt",
         ])
         .await;
