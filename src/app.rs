@@ -137,6 +137,8 @@ pub struct App {
     /// What happened at start.
     pub report: StartReport,
     tasks: Option<ExecutorTasks>,
+    /// Events from before any work resumed, for the surface that shows them (see [`App::take_events`]).
+    events: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<crate::executor::Event>>>,
     _lock: Flock<File>,
 }
 
@@ -213,6 +215,9 @@ impl App {
             }
             report.opened = true;
         }
+        // A surface must see everything resumed work does, so the subscription it will use starts now,
+        // before anything resumes.
+        let events = tavern.subscribe();
         // Edits people made while Tavern was stopped are recorded like any other, then restored.
         for (id, content) in offline_edits {
             report.offline_edits += 1;
@@ -237,8 +242,19 @@ impl App {
             config,
             report,
             tasks: Some(tasks),
+            events: Some(events),
             _lock: lock,
         })
+    }
+
+    /// The events of this tavern from just before any interrupted work resumed; the first caller gets
+    /// them, later callers a fresh subscription.
+    pub fn take_events(
+        &mut self,
+    ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<crate::executor::Event>> {
+        self.events
+            .take()
+            .unwrap_or_else(|| self.tavern.subscribe())
     }
 
     /// Shuts down: stops every task at a safe point, writes what is queued, closes the log.
@@ -369,9 +385,11 @@ async fn watch_documents(
 
 async fn record_edit(tavern: &Tavern, id: DocId, content: Option<String>) {
     let path = id.relative_path().to_string_lossy().into_owned();
+    let base = tavern.edit_base(&id, content.as_deref());
     let intent = Intent::EditDocument {
         path,
         content: content.clone(),
+        base,
     };
     match tavern.submit(Actor::File, intent, None).await {
         // Taken or refused, the file is then rewritten in Tavern's form from the state (a refused edit's

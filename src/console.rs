@@ -359,7 +359,7 @@ impl Session {
 
 /// Runs the console over `input` until end of input, `/quit`, or `shutdown` resolves.
 pub async fn run(
-    app: &App,
+    app: &mut App,
     input: impl AsyncBufRead + Unpin,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -386,7 +386,7 @@ pub async fn run(
     say("Type to talk to Jake; /help lists the commands.");
 
     // Print every durable event as it happens, in log order.
-    let mut events = tavern.subscribe();
+    let mut events = app.take_events();
     let printer_tavern = tavern.clone();
     let printer_user = user.clone();
     let cancel = tavern.cancel_token().clone();
@@ -434,7 +434,7 @@ pub async fn run(
                 match parse(&line, &jake) {
                     Ok(None) => {}
                     Ok(Some(command)) => {
-                        if !session.handle(app, command).await {
+                        if !session.handle(&*app, command).await {
                             break;
                         }
                     }

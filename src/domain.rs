@@ -15,7 +15,7 @@ pub mod state;
 mod tests;
 
 pub use decide::{decide, DecideEnv, Decision, DomainError};
-pub use intent::{Actor, Intent, ModesPatch, Summon};
+pub use intent::{Actor, EditBase, Intent, ModesPatch, Summon};
 pub use outcome::{Message, MessageKind, NewAgent, Outcome, Party};
 pub use state::{AgentNode, OpenEntry, TavernState};
 

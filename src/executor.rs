@@ -16,7 +16,7 @@
 //! commit, used to decide) and the durable one (used for reading and projection). Both sit behind std
 //! mutexes that are held only for synchronous work and never across an await.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,7 +28,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::blackboard::{DocId, DocStore};
 use crate::domain::{
-    decide, projection, Actor, DecideEnv, DomainError, Intent, Outcome, TavernSchema, TavernState,
+    decide, projection, Actor, DecideEnv, DomainError, EditBase, Intent, Outcome, TavernSchema,
+    TavernState,
 };
 use crate::log::{Cause, EntryDraft, Log, LogError, Millis, Record, Seq, Status, Ticket, Update};
 
@@ -182,6 +183,9 @@ struct Inner {
     projection_errors: AtomicU64,
     last_projection_error: Mutex<Option<String>>,
     external_edits: mpsc::UnboundedSender<ExternalEdit>,
+    /// The editable parts of the agent documents Tavern wrote recently, by document and seal, so a
+    /// person's edit can be merged against the version it started from (see `EditBase`).
+    bases: Mutex<HashMap<DocId, VecDeque<(u64, EditBase)>>>,
 }
 
 /// The shared handle to a running tavern. Cheap to clone.
@@ -236,6 +240,7 @@ impl Tavern {
                 projection_errors: AtomicU64::new(0),
                 last_projection_error: Mutex::new(None),
                 external_edits: edits_tx,
+                bases: Mutex::new(HashMap::new()),
             }),
         };
         let sequencer = tokio::spawn(tavern.clone().run_sequencer(jobs_rx));
@@ -565,6 +570,7 @@ impl Tavern {
             }
             let result = match &write {
                 projection::DocWrite::Put(_, content) => {
+                    self.remember_base(&id, content);
                     if current.as_deref() == Some(content.as_str()) {
                         continue;
                     }
@@ -583,6 +589,32 @@ impl Tavern {
                 ));
             }
         }
+    }
+
+    fn remember_base(&self, id: &DocId, content: &str) {
+        // Only agent documents have parts a person may edit.
+        if id.collection != crate::blackboard::Collection::Agents {
+            return;
+        }
+        if let Some(base) = projection::agent_edit_base(content) {
+            let mut bases = lock(&self.inner.bases);
+            let recent = bases.entry(id.clone()).or_default();
+            if recent.iter().all(|(seal, _)| *seal != base.0) {
+                recent.push_front(base);
+                // A person's editor buffer is rarely more than a few versions behind.
+                recent.truncate(16);
+            }
+        }
+    }
+
+    /// The version of an agent document a person's edit started from, if Tavern wrote it recently.
+    pub(crate) fn edit_base(&self, id: &DocId, content: Option<&str>) -> Option<EditBase> {
+        let seal = projection::stated_seal(content?)?;
+        lock(&self.inner.bases)
+            .get(id)?
+            .iter()
+            .find(|(s, _)| *s == seal)
+            .map(|(_, base)| base.clone())
     }
 
     /// What a document's current content means: Tavern's own and up to date, Tavern's own but out of
@@ -637,6 +669,9 @@ impl Tavern {
                 }
             };
             match (&write, self.classify(&id, current.as_deref())) {
+                (projection::DocWrite::Put(_, content), DocumentState::Current) => {
+                    self.remember_base(&id, content)
+                }
                 (_, DocumentState::Current) => {}
                 (projection::DocWrite::Put(..), DocumentState::Edited) if current.is_some() => {
                     edited.push((id, current))
@@ -669,8 +704,13 @@ impl Tavern {
         self.inner.cancel.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
-        // No task can submit any more; closing the job channel lets the sequencer finish the queue.
-        lock(&self.inner.jobs).take();
+        // No task can submit any more; closing the job channel lets the sequencer finish the queue. The
+        // head lock is held while closing it, so a submit is either wholly before (and queued) or sees
+        // the channel closed before it writes anything.
+        {
+            let _head = lock(&self.inner.head);
+            lock(&self.inner.jobs).take();
+        }
         let _ = tasks.sequencer.await;
         self.flush().await;
         // The projector ends when the last handle to its channel goes; it has flushed already.

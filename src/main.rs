@@ -73,9 +73,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     match cli.command {
         Command::Console => {
-            let app = App::start(config).await?;
+            let mut app = App::start(config).await?;
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-            let result = tavern::console::run(&app, stdin, shutdown_signal()).await;
+            let result = tavern::console::run(&mut app, stdin, shutdown_signal()).await;
             app.shutdown().await?;
             println!("Closed the tavern. Everything acknowledged is in .tavern/.");
             result

@@ -59,6 +59,9 @@ pub struct Supervisor {
     running: HashMap<String, Running>,
     /// Tasks told to stop that may not have finished yet, by agent.
     stopping: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// Agents whose task must not start now: backing off before a restart, or waiting for an old task
+    /// to end. A message on `respawns` releases each.
+    held: std::collections::HashSet<String>,
     generation: u64,
     exits_tx: mpsc::UnboundedSender<(String, u64, AgentExit)>,
     exits: mpsc::UnboundedReceiver<(String, u64, AgentExit)>,
@@ -211,6 +214,7 @@ impl Supervisor {
             sidecar,
             running: HashMap::new(),
             stopping: HashMap::new(),
+            held: std::collections::HashSet::new(),
             generation: 0,
             exits_tx,
             exits,
@@ -219,17 +223,34 @@ impl Supervisor {
         }
     }
 
-    /// Starts a task for the agent, after stopping (and waiting for) any task it already has.
-    async fn spawn(&mut self, agent: &str) {
+    /// Starts a task for the agent. If it still has a task that was told to stop and has not ended, the
+    /// agent is held and a waiter restarts it once that task ends: two tasks never run one agent.
+    fn spawn(&mut self, agent: &str) {
         let key = agent.to_lowercase();
         self.stop(&key);
-        if let Some(old) = self.stopping.remove(&key) {
-            if tokio::time::timeout(STOP_WAIT, old).await.is_err() {
-                tracing::error!(
-                    "{agent}'s task did not stop within {STOP_WAIT:?}; not starting another beside it"
-                );
-                return;
-            }
+        if let Some(mut old) = self.stopping.remove(&key) {
+            self.held.insert(key);
+            let (tx, cancel, agent) = (
+                self.respawn_tx.clone(),
+                self.tavern.cancel_token().clone(),
+                agent.to_string(),
+            );
+            self.tavern.tracker().spawn(async move {
+                // Bounded per wait; a task that never stops is reported every STOP_WAIT, not hidden.
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        ended = tokio::time::timeout(STOP_WAIT, &mut old) => match ended {
+                            Ok(_) => break,
+                            Err(_) => tracing::error!(
+                                "{agent}'s old task has not stopped after {STOP_WAIT:?}; its new one waits"
+                            ),
+                        },
+                    }
+                }
+                let _ = tx.send(agent);
+            });
+            return;
         }
         if self
             .tavern
@@ -263,8 +284,10 @@ impl Supervisor {
         );
     }
 
-    /// Restarts the agent's task after `delay`, without holding up the supervisor meanwhile.
-    fn respawn_later(&self, agent: &str, delay: Duration) {
+    /// Restarts the agent's task after `delay`, holding it meanwhile (so no sync starts it early) and
+    /// without holding up the supervisor.
+    fn respawn_later(&mut self, agent: &str, delay: Duration) {
+        self.held.insert(agent.to_lowercase());
         let tx = self.respawn_tx.clone();
         let cancel = self.tavern.cancel_token().clone();
         let agent = agent.to_string();
@@ -307,8 +330,8 @@ impl Supervisor {
         self.stopping.retain(|_, handle| !handle.is_finished());
     }
 
-    /// Makes the running tasks match the live agents.
-    async fn sync(&mut self) {
+    /// Makes the running tasks match the live agents (agents being held for a restart are left alone).
+    fn sync(&mut self) {
         let live: Vec<String> = self.tavern.read_head(|s| {
             s.agents_in_order()
                 .filter(|n| !n.state.is_dead())
@@ -326,8 +349,9 @@ impl Supervisor {
             self.stop(&key);
         }
         for name in live {
-            if !self.running.contains_key(&name.to_lowercase()) {
-                self.spawn(&name).await;
+            let key = name.to_lowercase();
+            if !self.running.contains_key(&key) && !self.held.contains(&key) {
+                self.spawn(&name);
             }
         }
     }
@@ -384,7 +408,7 @@ impl Supervisor {
         });
         let Some(attempt) = self.record_restart(agent, reason).await else {
             // Reaped at the limit (or not restartable): make the tasks match the tree again.
-            self.sync().await;
+            self.sync();
             return;
         };
         let delay = backoff(attempt);
@@ -411,21 +435,22 @@ impl Supervisor {
     /// Runs until the tavern shuts down.
     pub async fn run(mut self) {
         let mut events = self.tavern.subscribe();
-        self.sync().await;
+        self.sync();
         let cancel = self.tavern.cancel_token().clone();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 event = events.recv() => match event {
-                    Ok(event) => self.on_event(&event).await,
-                    Err(RecvError::Lagged(_)) => self.sync().await,
+                    Ok(event) => self.on_event(&event),
+                    Err(RecvError::Lagged(_)) => self.sync(),
                     Err(RecvError::Closed) => break,
                 },
                 Some(agent) = self.respawns.recv() => {
                     if agent.is_empty() {
-                        self.sync().await;
+                        self.sync();
                     } else {
-                        self.spawn(&agent).await;
+                        self.held.remove(&agent.to_lowercase());
+                        self.spawn(&agent);
                     }
                 }
                 Some((agent, generation, exit)) = self.exits.recv() => {
@@ -441,7 +466,7 @@ impl Supervisor {
                     }
                     match exit {
                         AgentExit::Failed(reason) => self.on_failure(&agent, reason).await,
-                        AgentExit::Stopped | AgentExit::Dead => self.sync().await,
+                        AgentExit::Stopped | AgentExit::Dead => self.sync(),
                     }
                 }
             }
@@ -453,13 +478,13 @@ impl Supervisor {
         self.stopping.clear();
     }
 
-    async fn on_event(&mut self, event: &Arc<Event>) {
+    fn on_event(&mut self, event: &Arc<Event>) {
         for outcome in &event.outcomes {
             match outcome {
                 Outcome::AgentSummoned(new)
                     if !self.running.contains_key(&new.name.to_lowercase()) =>
                 {
-                    self.spawn(&new.name).await
+                    self.spawn(&new.name)
                 }
                 Outcome::StateChanged { agent, to, .. } if to.is_dead() => self.bury(agent),
                 _ => {}

@@ -7,6 +7,30 @@ use crate::executor::{ExecError, Tavern};
 use crate::log::{Seq, Status};
 use crate::verify::{run_assertion, AssertionSpec};
 
+/// Cancels `stop` once `agent` is no longer Verifying, then waits forever (the assertion, seeing the
+/// cancellation, kills its process group and finishes the `select!` this runs in).
+async fn stop_when_not_verifying(
+    tavern: &Tavern,
+    agent: &str,
+    stop: &tokio_util::sync::CancellationToken,
+) -> std::convert::Infallible {
+    let mut events = tavern.subscribe();
+    loop {
+        let verifying = tavern.read_head(|s| {
+            s.agent(agent)
+                .is_some_and(|n| n.state == tavern_plugin_api::AgentState::Verifying)
+        });
+        if !verifying {
+            stop.cancel();
+            return std::future::pending().await;
+        }
+        // Any event may be the one; a lagged or closed stream just means checking again or waiting.
+        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = events.recv().await {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// Runs the assertions of `agent` for the SignalDone entry `seq`, then records each check and the
 /// verdict (Done, waiting for sign-off, or back to Working with a gap report) as the entry's outcome.
 ///
@@ -32,8 +56,15 @@ pub async fn run(tavern: &Tavern, seq: Seq, agent: &str) -> Result<(), ExecError
             timeout: settings.verify_timeout,
             output_limit: settings.output_limit,
         };
-        let check = match run_assertion(spec, tavern.cancel_token()).await {
-            Ok(report) if report.cancelled => return Ok(()),
+        // The assertion is stopped early by shutdown, or when its agent stops verifying (reaped).
+        let stop = tavern.cancel_token().child_token();
+        let report = tokio::select! {
+            report = run_assertion(spec, &stop) => report,
+            never = stop_when_not_verifying(tavern, agent, &stop) => match never {},
+        };
+        let check = match report {
+            Ok(report) if report.cancelled && tavern.cancel_token().is_cancelled() => return Ok(()),
+            Ok(report) if report.cancelled => break,
             Ok(report) => CheckSummary {
                 passed: report.passed(),
                 exit_code: report.exit_code,

@@ -288,9 +288,11 @@ pub fn decide(
         } => ask_user(state, actor, agent, question, *class, env),
         Intent::TakeTurn { agent } => take_turn(state, actor, agent),
         Intent::RestartAgent { agent, reason } => restart_agent(state, agent, reason, env),
-        Intent::EditDocument { path, content } => {
-            super::projection::decide_edit(state, path, content.as_deref())
-        }
+        Intent::EditDocument {
+            path,
+            content,
+            base,
+        } => super::projection::decide_edit(state, path, content.as_deref(), base.as_ref()),
     }
 }
 

@@ -80,6 +80,15 @@ impl ModesPatch {
     }
 }
 
+/// The parts of an agent's document a person may edit, as Tavern last wrote them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditBase {
+    /// The description.
+    pub description: String,
+    /// The notes.
+    pub notes: String,
+}
+
 /// Everything that can be asked of Tavern. The set is closed; each variant is matched exhaustively.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -189,6 +198,11 @@ pub enum Intent {
         path: String,
         /// Its new content (`None` if the file was deleted).
         content: Option<String>,
+        /// The description and notes of the version the person started from, when Tavern knows it
+        /// (from the checksum line the edited file still carries). It lets an edit be merged with
+        /// changes Tavern recorded meanwhile instead of undoing them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<EditBase>,
     },
 }
 
@@ -270,7 +284,7 @@ impl Intent {
             Intent::RestartAgent { agent, reason } => {
                 format!("restart {agent}: {}", clip(reason))
             }
-            Intent::EditDocument { path, content } => match content {
+            Intent::EditDocument { path, content, .. } => match content {
                 Some(_) => format!("file edited: {path}"),
                 None => format!("file deleted: {path}"),
             },

@@ -12,6 +12,7 @@ use std::path::Path;
 use tavern_plugin_api::{Commitment, Modes, RestartStrategy, TaskMode};
 
 use super::decide::{Decision, DomainError};
+use super::intent::EditBase;
 use super::outcome::{Message, MessageKind, Outcome, Party};
 use super::state::{AgentNode, TavernState};
 use crate::blackboard::{front_matter, Collection, DocId, DocName};
@@ -193,6 +194,27 @@ pub fn stable_hash(text: &str) -> u64 {
 /// Appends the checksum line.
 pub fn seal(text: &str) -> String {
     format!("{text}{SEAL_PREFIX}{:016x}{SEAL_SUFFIX}", stable_hash(text))
+}
+
+/// The checksum a document's last line states, whether or not it still matches: for an edited file, it
+/// names the version Tavern wrote that the person started from.
+pub fn stated_seal(content: &str) -> Option<u64> {
+    let start = content.rfind(SEAL_PREFIX)?;
+    let hex = content[start..]
+        .strip_prefix(SEAL_PREFIX)?
+        .strip_suffix(SEAL_SUFFIX)?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// For an agent document Tavern wrote: its seal and the editable parts, to merge later edits against.
+pub fn agent_edit_base(content: &str) -> Option<(u64, EditBase)> {
+    let (text, seal) = unseal(content);
+    if seal != Seal::Intact {
+        return None;
+    }
+    let (_, body): (AgentFront, String) = front_matter::parse(text).ok()?;
+    let (description, notes) = split_agent_body(&body);
+    Some((stable_hash(text), EditBase { description, notes }))
 }
 
 /// What a document's checksum line says about it.
@@ -396,6 +418,7 @@ pub(super) fn decide_edit(
     state: &TavernState,
     path: &str,
     content: Option<&str>,
+    base: Option<&EditBase>,
 ) -> Result<Decision, DomainError> {
     let edit_error = |reason: String| DomainError::Edit {
         path: path.to_string(),
@@ -474,18 +497,60 @@ pub(super) fn decide_edit(
         commitments
     );
     let (description, notes) = split_agent_body(&body);
+    // The version the person started from: known from the file's checksum line, or — if Tavern has not
+    // changed the agent since (same `updated` stamp) — the current one. Otherwise the edit cannot be
+    // merged safely.
+    let current_texts = EditBase {
+        description: node.description.trim_end().to_string(),
+        notes: node.notes.trim_end().to_string(),
+    };
+    let base =
+        match base {
+            Some(base) => base.clone(),
+            None if front.updated == current.updated => current_texts.clone(),
+            None => return Err(edit_error(
+                "the agent changed after this copy of the file was written, so the edit cannot be \
+                 merged; your text is kept in the log — re-apply it to the current file"
+                    .to_string(),
+            )),
+        };
     let mut outcomes = Vec::new();
-    if description != node.description.trim_end() {
-        outcomes.push(Outcome::DescriptionChanged {
-            agent: node.name.clone(),
-            text: description,
+    let mut conflicts = Vec::new();
+    for (field, edited, was, now) in [
+        (
+            "description",
+            &description,
+            &base.description,
+            &current_texts.description,
+        ),
+        ("notes", &notes, &base.notes, &current_texts.notes),
+    ] {
+        if edited == was || edited == now {
+            // The person did not touch it, or made the change Tavern already has.
+            continue;
+        }
+        if now != was {
+            // Both the person and Tavern changed it since the base: keep Tavern's, report the clash.
+            conflicts.push(field);
+            continue;
+        }
+        outcomes.push(match field {
+            "description" => Outcome::DescriptionChanged {
+                agent: node.name.clone(),
+                text: edited.clone(),
+            },
+            _ => Outcome::NotesChanged {
+                agent: node.name.clone(),
+                text: edited.clone(),
+            },
         });
     }
-    if notes != node.notes.trim_end() {
-        outcomes.push(Outcome::NotesChanged {
-            agent: node.name.clone(),
-            text: notes,
-        });
+    if outcomes.is_empty() && !conflicts.is_empty() {
+        return Err(edit_error(format!(
+            "the {} changed in Tavern while the file was being edited; Tavern kept its version, and \
+             your text is kept in the log",
+            conflicts.join(" and ")
+        )));
     }
     let managed = |changed: &[&str]| {
         if changed.len() == 1 {
@@ -506,7 +571,15 @@ pub(super) fn decide_edit(
     // notes, and say which managed fields were left as Tavern has them.
     outcomes.push(Outcome::DocumentEditRecorded {
         path: path.to_string(),
-        ignored: changed.iter().map(|f| f.to_string()).collect(),
+        ignored: changed
+            .iter()
+            .map(|f| f.to_string())
+            .chain(
+                conflicts
+                    .iter()
+                    .map(|f| format!("{f} (changed in Tavern meanwhile)")),
+            )
+            .collect(),
     });
     Ok(Decision {
         outcomes,

@@ -372,16 +372,18 @@ impl TavernState {
             }
             Outcome::InboxRewound { agent, upto } => {
                 if let Some(node) = self.agent_mut(agent) {
-                    node.read_upto = *upto;
+                    node.read_upto = (*upto).min(node.inbox.len());
                 }
             }
             Outcome::InboxRead { agent, upto, .. } => {
                 let Some(key) = self.agent(agent).map(|n| n.name.to_lowercase()) else {
                     return;
                 };
+                // Clamped, so a damaged but well-formed log can never make the fold panic.
                 let (from, to_idx) = {
                     let node = &self.agents[&key];
-                    (node.read_upto.min(*upto), (*upto).min(node.inbox.len()))
+                    let to = (*upto).min(node.inbox.len());
+                    (node.read_upto.min(to), to)
                 };
                 let last_human =
                     self.agents[&key].inbox[from..to_idx]
@@ -392,7 +394,7 @@ impl TavernState {
                             _ => None,
                         });
                 if let Some(node) = self.agents.get_mut(&key) {
-                    node.read_upto = *upto;
+                    node.read_upto = to_idx;
                     if last_human.is_some() {
                         node.last_human = last_human;
                     }

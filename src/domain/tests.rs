@@ -727,6 +727,7 @@ fn file_edits_take_description_and_notes_and_refuse_managed_fields() {
         Intent::EditDocument {
             path: "agents/Frodo.md".into(),
             content: Some(edited),
+            base: None,
         },
     );
     assert_eq!(
@@ -753,6 +754,10 @@ fn file_edits_take_description_and_notes_and_refuse_managed_fields() {
         Intent::EditDocument {
             path: "agents/Frodo.md".into(),
             content: Some(stale_buffer),
+            base: Some(EditBase {
+                description: "a".into(),
+                notes: "Remember the edge cases.".into(),
+            }),
         },
     );
     assert_eq!(
@@ -775,6 +780,7 @@ fn file_edits_take_description_and_notes_and_refuse_managed_fields() {
         Intent::EditDocument {
             path: "agents/Frodo.md".into(),
             content: Some(doc.replace("state = \"working\"", "state = \"done\"")),
+            base: None,
         },
     );
     assert!(
@@ -786,6 +792,7 @@ fn file_edits_take_description_and_notes_and_refuse_managed_fields() {
         Intent::EditDocument {
             path: "agents/Frodo.md".into(),
             content: None,
+            base: None,
         },
     );
     assert!(error.contains("cannot be deleted"), "{error}");
@@ -795,9 +802,51 @@ fn file_edits_take_description_and_notes_and_refuse_managed_fields() {
         Intent::EditDocument {
             path: "agents/Frodo.md".into(),
             content: Some(doc),
+            base: None,
         },
     );
     assert!(matches!(outcomes[0], Outcome::DocumentEditRecorded { .. }));
+}
+
+#[test]
+fn an_edit_is_merged_with_changes_recorded_since_its_base() {
+    let mut s = Scenario::given();
+    let frodo = s.summon(alice(), "Jake", "a");
+    // The person opens the file...
+    let opened = projection::agent_doc(s.state.agent(&frodo).unwrap());
+    let base = projection::agent_edit_base(&opened).unwrap().1;
+    // ...meanwhile the agent's description changes through Tavern...
+    s.ok(
+        alice(),
+        Intent::SetDescription {
+            agent: frodo.clone(),
+            text: "b".into(),
+        },
+    );
+    // ...and the person saves notes from the buffer that still has the old description.
+    let saved = opened.replace("## Notes\n", "## Notes\nmine\n");
+    let edit = |content: String, base: Option<EditBase>| Intent::EditDocument {
+        path: "agents/Frodo.md".into(),
+        content: Some(content),
+        base,
+    };
+    let outcomes = s.ok(Actor::File, edit(saved.clone(), Some(base.clone())));
+    assert!(outcomes.contains(&Outcome::NotesChanged {
+        agent: frodo.clone(),
+        text: "mine".into()
+    }));
+    let node = s.state.agent(&frodo).unwrap();
+    assert_eq!(
+        (node.description.as_str(), node.notes.as_str()),
+        ("b", "mine")
+    );
+    // Without a known base and with the agent changed since, the edit is not guessed at.
+    let error = s.refused(Actor::File, edit(saved, None));
+    assert!(error.contains("cannot be merged"), "{error}");
+    // Both sides changing the same part: Tavern's stands, and the person is told.
+    let clash = opened.replace("## Description\na\n", "## Description\nc\n");
+    let error = s.refused(Actor::File, edit(clash, Some(base)));
+    assert!(error.contains("description changed in Tavern"), "{error}");
 }
 
 #[test]

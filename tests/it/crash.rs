@@ -18,7 +18,12 @@ fn acks(lines: &[String]) -> Vec<(u64, String)> {
         .collect()
 }
 
-async fn session_until(project: &Project, kill_after: usize) -> Vec<String> {
+/// Runs the scripted session and kills it with SIGKILL `delay` after its `kill_after`-th line.
+async fn session_until(
+    project: &Project,
+    kill_after: usize,
+    delay: std::time::Duration,
+) -> Vec<String> {
     let model = format!("scripted:{}", demo_script().display());
     let mut console = Console::start(project.path(), &["--model", &model]);
     let mut seen = Vec::new();
@@ -40,22 +45,43 @@ async fn session_until(project: &Project, kill_after: usize) -> Vec<String> {
         }
         seen.push(line);
     }
+    // A deliberate offset, so some kill points land while documents are being written behind the log.
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     console.kill().await;
     seen
+}
+
+/// How many agent documents are on disk.
+fn documents(project: &Project) -> usize {
+    std::fs::read_dir(project.tavern().join("agents"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_many_points_loses_no_acknowledged_intent() {
     // Kill points are "right after the session printed its k-th line", so each is a different moment of
     // the session: before and after acknowledgements, mid-turn, mid-verification, mid-projection.
+    // Later points add a delay after the line, to land while documents are being written.
     let mut points = 0;
-    for kill_after in 1..=26 {
+    let mut with_documents = 0;
+    let kill_points = (1..=26)
+        .map(|k| (k, 0))
+        .chain([5, 10, 15, 20, 25, 30, 60, 100, 200, 400].map(|ms| (14, ms)));
+    for (kill_after, delay_ms) in kill_points {
         let project = Project::new();
         project.write("parser.txt", "parsed\n");
-        let seen = session_until(&project, kill_after).await;
+        let delay = std::time::Duration::from_millis(delay_ms);
+        let seen = session_until(&project, kill_after, delay).await;
         if seen.len() < kill_after {
             // The session went quiet before this point: later points would all be the same moment.
-            break;
+            continue;
+        }
+        let on_disk = documents(&project);
+        if on_disk > 0 {
+            with_documents += 1;
         }
         let acked = acks(&seen);
         let tavern = project.tavern();
@@ -101,10 +127,14 @@ async fn sigkill_at_many_points_loses_no_acknowledged_intent() {
         );
         points += 1;
         eprintln!(
-            "kill point {kill_after}: {} lines seen, {} acknowledged",
+            "kill point {kill_after}+{delay_ms}ms: {} lines seen, {} acknowledged, {on_disk} agent documents",
             seen.len(),
             acked.len()
         );
     }
-    assert!(points >= 20);
+    assert!(points >= 20, "only {points} kill points");
+    assert!(
+        with_documents >= 3,
+        "only {with_documents} kill points found documents on disk"
+    );
 }

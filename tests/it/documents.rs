@@ -220,3 +220,49 @@ async fn an_old_copy_of_a_document_put_back_by_hand_is_restored() {
     assert_eq!(last, 3, "no edit was recorded");
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_racing_a_change_through_tavern_keeps_both() {
+    let project = Project::new();
+    let app = App::start(test_config(&project, "lotr", None))
+        .await
+        .unwrap();
+    let tavern = app.tavern.clone();
+    summon(&tavern, "Jake", "write docs").await;
+    tavern.flush().await;
+    let path = project.tavern().join("agents/Frodo.md");
+    let opened = std::fs::read_to_string(&path).unwrap();
+    // The person saves notes; before Tavern has even noticed, a change comes through Tavern, whose
+    // projection must not overwrite the unrecorded edit.
+    std::fs::write(
+        &path,
+        opened.replace("## Notes\n", "## Notes\nA person's notes.\n"),
+    )
+    .unwrap();
+    tavern
+        .submit(
+            Actor::User("alice".into()),
+            Intent::SetDescription {
+                agent: "Frodo".into(),
+                text: "Changed through Tavern.".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let merged = file_becomes(&project, "agents/Frodo.md", |t| {
+        t.contains("A person's notes.") && t.contains("Changed through Tavern.")
+    })
+    .await;
+    assert_eq!(
+        tavern::domain::projection::unseal(&merged).1,
+        tavern::domain::projection::Seal::Intact
+    );
+    let (description, notes) = tavern.read(|s| {
+        let n = s.agent("Frodo").unwrap();
+        (n.description.clone(), n.notes.clone())
+    });
+    assert_eq!(description, "Changed through Tavern.");
+    assert_eq!(notes, "A person's notes.");
+    app.shutdown().await.unwrap();
+}

@@ -230,8 +230,6 @@ fn run_case(ops: Vec<Op>, interrupt_after: Option<usize>) -> Result<(), TestCase
                 .expect("the log accepts the intent");
         }
         settle(&app).await;
-        let sidecar = app.sidecar.clone();
-        let calls = sidecar.calls();
         app.shutdown().await.expect("clean shutdown");
         let live = tavern.read_head(|s| s.clone());
         let durable = tavern.read(|s| s.clone());
@@ -244,7 +242,6 @@ fn run_case(ops: Vec<Op>, interrupt_after: Option<usize>) -> Result<(), TestCase
             std::fs::read_to_string(project.path().join("runs.log")).unwrap_or_default();
         prop_assert_eq!(&replayed, &live);
         prop_assert_eq!(runs_before, runs_after, "replay ran an assertion");
-        prop_assert_eq!(sidecar.calls(), calls, "replay called a model");
         // A state rebuilt by replay has every agent in a legal, known state.
         for node in replayed.agents_in_order() {
             prop_assert!(AgentState::ALL.contains(&node.state));

@@ -1,6 +1,8 @@
 //! Supervision: failed agent tasks are restarted by their parent's strategy, then reaped at the limit.
 
 use crate::support::{Console, Project};
+use tavern::domain::{Intent, TavernSchema};
+use tavern::log::LogReader;
 
 const FLAKY: &str = r#"
 [[reply]]
@@ -85,5 +87,26 @@ async fn restart_all_restarts_every_live_sibling() {
         .expect_contains("· Frodo: Working → FailedReaped")
         .await;
     console.quit().await;
-    crate::support::assert_log_consistent(&project.tavern());
+    let tavern = project.tavern();
+    crate::support::assert_log_consistent(&tavern);
+
+    // Restarts back off (0.1 s, then 0.2 s), however many siblings restart alongside.
+    let reader = LogReader::<TavernSchema>::open(&tavern.join("log"), "main").unwrap();
+    let entries = reader.read_range(1, reader.last_seq()).unwrap();
+    let frodo_restarts: Vec<u64> = entries
+        .iter()
+        .filter(|e| matches!(&e.intent, Intent::RestartAgent { agent, .. } if agent == "Frodo"))
+        .map(|e| e.ts)
+        .collect();
+    assert_eq!(frodo_restarts.len(), 3, "{frodo_restarts:?}");
+    assert!(
+        frodo_restarts.windows(2).all(|w| w[1] - w[0] >= 90),
+        "restarts did not back off: {frodo_restarts:?}"
+    );
+    // Sam, restarted alongside, took its one turn once.
+    let sam_turns = entries
+        .iter()
+        .filter(|e| matches!(&e.intent, Intent::TakeTurn { agent } if agent == "Sam"))
+        .count();
+    assert_eq!(sam_turns, 1);
 }
