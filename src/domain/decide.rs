@@ -174,14 +174,14 @@ fn actor_party(actor: &Actor) -> Result<Party> {
     }
 }
 
-fn message(
+fn new_message(
     env: &mut DecideEnv<'_>,
     from: Party,
     to: Party,
     kind: MessageKind,
     text: String,
-) -> Outcome {
-    Outcome::MessagePosted(Message {
+) -> Message {
+    Message {
         id: (env.new_id)(),
         from,
         to,
@@ -189,7 +189,17 @@ fn message(
         kind,
         text,
         via: Vec::new(),
-    })
+    }
+}
+
+fn message(
+    env: &mut DecideEnv<'_>,
+    from: Party,
+    to: Party,
+    kind: MessageKind,
+    text: String,
+) -> Outcome {
+    Outcome::MessagePosted(new_message(env, from, to, kind, text))
 }
 
 fn transition(node: &AgentNode, to: AgentState, reason: Option<String>) -> Result<Outcome> {
@@ -840,15 +850,13 @@ fn ask_user(
         .or_else(|| node.last_human.clone())
         .map(Party::User)
         .unwrap_or(Party::Tavern);
-    let Outcome::MessagePosted(mut msg) = message(
+    let mut msg = new_message(
         env,
         Party::Agent(node.name.clone()),
         to,
         MessageKind::Question { class },
         question.trim().to_string(),
-    ) else {
-        unreachable!("message() always builds MessagePosted")
-    };
+    );
     msg.via = via;
     Ok(Decision::done(vec![change, Outcome::MessagePosted(msg)]))
 }
