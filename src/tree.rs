@@ -423,13 +423,10 @@ impl Supervisor {
                     self.respawn_later(&sibling, delay);
                 }
             }
-            self.sync_later();
+            // Siblings that were stopped but not restarted (reaped at their own limit) are tidied up;
+            // the restarted ones are held until their backoff ends.
+            self.sync();
         }
-    }
-
-    /// Stopped siblings that were not restarted are dealt with at the next sync.
-    fn sync_later(&self) {
-        let _ = self.respawn_tx.send(String::new());
     }
 
     /// Runs until the tavern shuts down.
@@ -446,12 +443,8 @@ impl Supervisor {
                     Err(RecvError::Closed) => break,
                 },
                 Some(agent) = self.respawns.recv() => {
-                    if agent.is_empty() {
-                        self.sync();
-                    } else {
-                        self.held.remove(&agent.to_lowercase());
-                        self.spawn(&agent);
-                    }
+                    self.held.remove(&agent.to_lowercase());
+                    self.spawn(&agent);
                 }
                 Some((agent, generation, exit)) = self.exits.recv() => {
                     let current = self

@@ -133,6 +133,13 @@ struct Recorder {
     caused: HashMap<u32, Seq>,
 }
 
+/// One effect of a turn: an intent to submit, or the answer to a read-only question, which is only
+/// recorded (so a resumed turn gives the model the same answer).
+enum Act {
+    Intent(Intent),
+    Answer(ToolResult),
+}
+
 /// What an effect of the turn came to.
 enum Effect {
     /// It ran (or had run before a restart): what to tell the model, and the receipt if it ran now.
@@ -169,7 +176,7 @@ impl Recorder {
     }
 
     /// Runs one effect of the turn: an intent caused by it, unless it already ran before a restart.
-    async fn effect(&self, intent: Option<Intent>, query: impl FnOnce() -> ToolResult) -> Effect {
+    async fn effect(&self, act: Act) -> Effect {
         if self.stopping() {
             return Effect::Aborted;
         }
@@ -177,10 +184,10 @@ impl Recorder {
         if let Some(result) = self.results.get(&index) {
             return Effect::Done(result.clone(), None);
         }
-        let (entry, result, receipt) = match (intent, self.caused.get(&index)) {
-            (None, _) => (None, query(), None),
-            (Some(_), Some(&entry)) => (Some(entry), self.already_done(entry), None),
-            (Some(intent), None) => {
+        let (entry, result, receipt) = match (act, self.caused.get(&index)) {
+            (Act::Answer(answer), _) => (None, answer, None),
+            (Act::Intent(_), Some(&entry)) => (Some(entry), self.already_done(entry), None),
+            (Act::Intent(intent), None) => {
                 let cause = Cause {
                     seq: self.seq,
                     call: Some(index),
@@ -515,10 +522,10 @@ impl Tools for TurnTools {
             Err(error) => return ToolResult::err(error),
         };
         let effect = match request {
-            ToolRequest::Intent(intent) => r.effect(Some(intent), unreachable_query).await,
+            ToolRequest::Intent(intent) => r.effect(Act::Intent(intent)).await,
             ToolRequest::ListAgents => {
                 let tree = r.tavern.read(crate::console::render::agent_tree);
-                r.effect(None, || ToolResult::ok(tree)).await
+                r.effect(Act::Answer(ToolResult::ok(tree))).await
             }
         };
         match effect {
@@ -526,10 +533,6 @@ impl Tools for TurnTools {
             Effect::Aborted => ToolResult::err("not run: the agent is stopping"),
         }
     }
-}
-
-fn unreachable_query() -> ToolResult {
-    ToolResult::err("internal: an intent was treated as a query")
 }
 
 /// The bus as one agent's plugin sees it during a turn: sends are effects of the turn, recorded and
@@ -558,7 +561,7 @@ impl Bus for TurnBus {
             to: to.to_string(),
             text: text.to_string(),
         };
-        bus_result(self.0.effect(Some(intent), unreachable_query).await).map(|_| ())
+        bus_result(self.0.effect(Act::Intent(intent)).await).map(|_| ())
     }
 
     async fn broadcast(&self, scope: BroadcastScope, text: &str) -> Result<usize, BusError> {
@@ -566,7 +569,7 @@ impl Bus for TurnBus {
             scope,
             text: text.to_string(),
         };
-        bus_result(self.0.effect(Some(intent), unreachable_query).await).map(|outcomes| {
+        bus_result(self.0.effect(Act::Intent(intent)).await).map(|outcomes| {
             outcomes
                 .iter()
                 .filter(|o| matches!(o, Outcome::MessagePosted(_)))

@@ -290,9 +290,4 @@ impl Intent {
             },
         }
     }
-
-    /// Intents whose execution continues after the entry is appended (they write later updates).
-    pub fn is_long_running(&self) -> bool {
-        matches!(self, Intent::SignalDone { .. } | Intent::TakeTurn { .. })
-    }
 }

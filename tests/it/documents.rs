@@ -8,6 +8,19 @@ use tavern::executor::Event;
 
 use crate::support::{run_tavern, summon, test_config, Console, Project};
 
+/// A running tavern with one agent, Frodo, whose document is written; returns the app, its handle and
+/// the path of Frodo's document.
+async fn with_frodo(project: &Project) -> (App, tavern::executor::Tavern, std::path::PathBuf) {
+    let app = App::start(test_config(project, "lotr", None))
+        .await
+        .unwrap();
+    let tavern = app.tavern.clone();
+    summon(&tavern, "Jake", "write docs").await;
+    tavern.flush().await;
+    let path = project.tavern().join("agents/Frodo.md");
+    (app, tavern, path)
+}
+
 /// Waits (on the blackboard's own watch stream) until the document's content satisfies `pred`.
 async fn file_becomes(project: &Project, relative: &str, pred: impl Fn(&str) -> bool) -> String {
     use tavern::blackboard::{DocId, DocStore, FsStore};
@@ -51,13 +64,7 @@ async fn event(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persons_edit_is_recorded_and_a_managed_field_edit_is_refused_and_restored() {
     let project = Project::new();
-    let app = App::start(test_config(&project, "lotr", None))
-        .await
-        .unwrap();
-    let tavern = app.tavern.clone();
-    summon(&tavern, "Jake", "write docs").await;
-    tavern.flush().await;
-    let path = project.tavern().join("agents/Frodo.md");
+    let (app, tavern, path) = with_frodo(&project).await;
     let original = std::fs::read_to_string(&path).unwrap();
     let mut events = tavern.subscribe();
 
@@ -192,13 +199,7 @@ async fn edits_made_while_tavern_was_stopped_are_recorded_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_copy_of_a_document_put_back_by_hand_is_restored() {
     let project = Project::new();
-    let app = App::start(test_config(&project, "lotr", None))
-        .await
-        .unwrap();
-    let tavern = app.tavern.clone();
-    summon(&tavern, "Jake", "write docs").await;
-    tavern.flush().await;
-    let path = project.tavern().join("agents/Frodo.md");
+    let (app, tavern, path) = with_frodo(&project).await;
     let old = std::fs::read_to_string(&path).unwrap();
     tavern
         .submit(
@@ -224,13 +225,7 @@ async fn an_old_copy_of_a_document_put_back_by_hand_is_restored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_racing_a_change_through_tavern_keeps_both() {
     let project = Project::new();
-    let app = App::start(test_config(&project, "lotr", None))
-        .await
-        .unwrap();
-    let tavern = app.tavern.clone();
-    summon(&tavern, "Jake", "write docs").await;
-    tavern.flush().await;
-    let path = project.tavern().join("agents/Frodo.md");
+    let (app, tavern, path) = with_frodo(&project).await;
     let opened = std::fs::read_to_string(&path).unwrap();
     // The person saves notes; before Tavern has even noticed, a change comes through Tavern, whose
     // projection must not overwrite the unrecorded edit.
