@@ -711,7 +711,11 @@ impl Tavern {
             let _head = lock(&self.inner.head);
             lock(&self.inner.jobs).take();
         }
-        let _ = tasks.sequencer.await;
+        if let Err(e) = tasks.sequencer.await {
+            // A panic in the sequencer is a bug; say so loudly. The log is still closed below, and the
+            // next start re-projects the documents from it.
+            tracing::error!("the sequencer stopped abnormally: {e}");
+        }
         self.flush().await;
         // The projector ends when the last handle to its channel goes; it has flushed already.
         drop(tasks.projector);

@@ -40,28 +40,36 @@ fn init_tracing() {
         .init();
 }
 
+/// Resolves when Ctrl-C arrives. If Ctrl-C cannot be listened for, that is said, and this never
+/// resolves (the console still stops on /quit or end of input) rather than stopping Tavern at once.
+async fn ctrl_c() {
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::warn!("cannot listen for Ctrl-C ({e}); stop Tavern with /quit or end of input");
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Resolves when Ctrl-C or SIGTERM arrives.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = ctrl_c => {},
+                    _ = ctrl_c() => {},
                     _ = term.recv() => {},
                 }
             }
             Err(e) => {
                 tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops Tavern");
-                let _ = ctrl_c.await;
+                ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        ctrl_c().await;
     }
 }
 

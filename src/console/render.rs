@@ -266,7 +266,7 @@ Talk to Jake by typing. Commands (they need no model):
   /done NAME                signal done for NAME: Tavern runs its assertions
   /approve NAME N           sign off NAME's commitment #N
   /dismiss NAME             dismiss a Done agent (and its subtree)
-  /reap NAME [REASON]       stop an agent now (it and its subtree become FailedReaped)
+  /reap NAME [REASON]       stop an agent now (FailedReaped; its live children are reaped, its Done ones dismissed)
   /describe NAME TEXT       set an agent's description
   /mode NAME KEY=VALUE...   perseverance=on|off backgrounded=on|off task=execute|delegate|plan|break_up|unify
   /strategy NAME one|all    how NAME restarts its children's failed tasks
