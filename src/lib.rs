@@ -21,6 +21,7 @@
 pub mod app;
 pub mod blackboard;
 pub mod bus;
+pub mod claude;
 pub mod config;
 pub mod console;
 pub mod domain;
@@ -28,6 +29,7 @@ pub mod executor;
 pub mod log;
 pub mod model;
 pub mod naming;
+pub mod permission;
 pub mod registry;
 pub mod sidecar;
 pub mod tree;

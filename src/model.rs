@@ -5,7 +5,10 @@
 //! shows (its label, the log's `scripted` flag, the console). The Claude Code and HTTP backends plug in
 //! here as further [`ModelSpec`] variants.
 
+pub mod anthropic;
+pub mod openai;
 pub mod scripted;
+pub mod secret;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -114,6 +114,7 @@ mod tests {
             turn: 0,
             system: String::new(),
             messages: Vec::new(),
+            tools: Vec::new(),
         }
     }
 

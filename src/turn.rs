@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tavern_plugin_api::{
     compose_system_prompt, AgentContext, AgentError, AgentKind, BroadcastScope, Bus, BusError,
-    ChatMessage, Model, ModelError, ModelReply, ModelRequest, Role, ToolCall, ToolResult, Tools,
+    ChatMessage, Model, ModelError, ModelReply, ModelRequest, ToolCall, ToolResult, Tools,
     TurnInput,
 };
 use tokio_util::sync::CancellationToken;
@@ -85,14 +85,10 @@ fn plan(state: &TavernState, agent: &str, seq: Seq) -> Option<TurnPlan> {
         .map(|&i| {
             let m = &state.messages[i];
             match &m.from {
-                Party::Agent(from) if from.eq_ignore_ascii_case(&node.name) => ChatMessage {
-                    role: Role::Assistant,
-                    text: m.text.clone(),
-                },
-                from => ChatMessage {
-                    role: Role::User,
-                    text: format!("[{from}] {}", m.text),
-                },
+                Party::Agent(from) if from.eq_ignore_ascii_case(&node.name) => {
+                    ChatMessage::assistant(m.text.clone())
+                }
+                from => ChatMessage::user(format!("[{from}] {}", m.text)),
             }
         })
         .collect();

@@ -155,6 +155,7 @@ impl Model for ScriptedModel {
                 None => Ok(ModelReply {
                     text: reply.text.clone(),
                     tool_calls: reply.tools.clone(),
+                    ..ModelReply::default()
                 }),
             },
             None => Ok(ModelReply {
@@ -162,7 +163,7 @@ impl Model for ScriptedModel {
                     "({}: no reply scripted for {} turn {})",
                     self.label, request.agent, request.turn
                 ),
-                tool_calls: Vec::new(),
+                ..ModelReply::default()
             }),
         }
     }
@@ -180,6 +181,7 @@ mod tests {
             turn,
             system: String::new(),
             messages: Vec::new(),
+            tools: Vec::new(),
         }
     }
 

@@ -20,7 +20,9 @@ mod turn;
 
 pub use kinds::{AgentKind, Expert, KindPolicy, ParseKindError};
 pub use lifecycle::{AgentState, IllegalTransition, Modes, RestartStrategy, TaskMode};
-pub use model::{ChatMessage, Model, ModelError, ModelReply, ModelRequest, Role};
+pub use model::{
+    ChatMessage, Model, ModelError, ModelReply, ModelRequest, Role, StopReason, Usage,
+};
 pub use prompt::compose_system_prompt;
 pub use tools::{
     BroadcastScope, Bus, BusError, CheckSummary, Commitment, QuestionClass, ToolCall, ToolName,

@@ -183,6 +183,137 @@ impl fmt::Display for ToolName {
     }
 }
 
+impl ToolName {
+    /// Every tool, in the order they are offered to models.
+    pub const ALL: [ToolName; 9] = [
+        ToolName::Summon,
+        ToolName::Ask,
+        ToolName::Commit,
+        ToolName::Done,
+        ToolName::Message,
+        ToolName::Broadcast,
+        ToolName::SetDescription,
+        ToolName::ListAgents,
+        ToolName::Dismiss,
+    ];
+
+    /// The name models call the tool by (over the Anthropic and OpenAI APIs, and as an MCP tool).
+    pub fn wire(self) -> &'static str {
+        match self {
+            ToolName::Summon => "summon_agent",
+            ToolName::Ask => "ask_user",
+            ToolName::Commit => "add_commitment",
+            ToolName::Done => "signal_done",
+            ToolName::Message => "send_message",
+            ToolName::Broadcast => "broadcast",
+            ToolName::SetDescription => "set_description",
+            ToolName::ListAgents => "list_agents",
+            ToolName::Dismiss => "dismiss_agent",
+        }
+    }
+
+    /// The tool a model called by its wire name.
+    pub fn from_wire(name: &str) -> Option<ToolName> {
+        ToolName::ALL.into_iter().find(|t| t.wire() == name)
+    }
+
+    /// What the model is told the tool does.
+    pub fn description(self) -> &'static str {
+        match self {
+            ToolName::Summon => "Summon a child agent under you to do part of the work. It works in its own thread and reports to you.",
+            ToolName::Ask => "Ask the person who asked for the work a question. Your turn ends; the answer arrives as your next message. Use class \"quick\" for questions answerable at a glance, \"deep\" for ones that need your work looked at.",
+            ToolName::Commit => "Add a commitment: what you promise, and a shell assertion Tavern runs in the project directory (exit 0 means kept). You are done only when every assertion passes.",
+            ToolName::Done => "Signal that your work is done. Tavern then runs every commitment's assertion; if one fails you get a gap report and keep working.",
+            ToolName::Message => "Send a message to another agent by name, or to \"parent\".",
+            ToolName::Broadcast => "Send a message to several agents at once: your siblings, your subtree, or all.",
+            ToolName::SetDescription => "Replace your description: the original ask plus your current status, as people see it.",
+            ToolName::ListAgents => "List every agent in the tavern with its state.",
+            ToolName::Dismiss => "Dismiss an agent that is Done.",
+        }
+    }
+
+    /// The JSON schema of the tool's input.
+    pub fn input_schema(self) -> serde_json::Value {
+        use serde_json::json;
+        let string = |d: &str| json!({"type": "string", "description": d});
+        let (properties, required) = match self {
+            ToolName::Summon => (
+                json!({
+                    "assignment": string("What the child is to do."),
+                    "type": string("mortal (default), drone, monitor, or an expert: reviewer, tester, architect."),
+                    "name": string("A name instead of the next one from the naming theme."),
+                    "model": string("The child's model; yours when absent."),
+                }),
+                vec!["assignment"],
+            ),
+            ToolName::Ask => (
+                json!({
+                    "question": string("The question."),
+                    "class": {"type": "string", "enum": ["quick", "deep"], "description": "quick (default) or deep."},
+                }),
+                vec!["question"],
+            ),
+            ToolName::Commit => (
+                json!({
+                    "description": string("What you promise, in words."),
+                    "assertion": string("A shell command that exits 0 when the promise is kept."),
+                    "needs_signoff": {"type": "boolean", "description": "Whether a person must also sign it off."},
+                }),
+                vec!["description", "assertion"],
+            ),
+            ToolName::Done | ToolName::ListAgents => (json!({}), vec![]),
+            ToolName::Message => (
+                json!({"to": string("The recipient's name, or \"parent\"."), "text": string("The message.")}),
+                vec!["to", "text"],
+            ),
+            ToolName::Broadcast => (
+                json!({
+                    "scope": {"type": "string", "enum": ["siblings", "subtree", "all"]},
+                    "text": string("The message."),
+                }),
+                vec!["scope", "text"],
+            ),
+            ToolName::SetDescription => (
+                json!({"text": string("The new description.")}),
+                vec!["text"],
+            ),
+            ToolName::Dismiss => (
+                json!({"name": string("The agent to dismiss.")}),
+                vec!["name"],
+            ),
+        };
+        json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+    }
+}
+
+impl ToolCall {
+    /// Reads a call a model made by wire name with a JSON input; the error says what is wrong.
+    pub fn from_wire(name: &str, input: serde_json::Value) -> Result<ToolCall, String> {
+        let tool = ToolName::from_wire(name)
+            .ok_or_else(|| format!("Tavern has no tool named {name:?}"))?;
+        // A call without arguments may arrive as null; the serde form wants an object.
+        let input = if input.is_null() {
+            serde_json::json!({})
+        } else {
+            input
+        };
+        let mut tagged = serde_json::Map::new();
+        tagged.insert(tool.to_string(), input);
+        serde_json::from_value(serde_json::Value::Object(tagged))
+            .map_err(|e| format!("bad input for {name}: {e}"))
+    }
+
+    /// The call's input as the model wrote it (the inverse of [`ToolCall::from_wire`]).
+    pub fn wire_input(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => {
+                map.into_iter().next().map(|(_, v)| v).unwrap_or_default()
+            }
+            _ => serde_json::json!({}),
+        }
+    }
+}
+
 /// What a tool call returned to the model: text, and whether it succeeded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolResult {
@@ -314,5 +445,33 @@ mod tests {
         assert!(calls[3].ends_turn());
         let bad = serde_json::from_str::<ToolCall>(r#"{"sumon":{"assignment":"x"}}"#);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn wire_names_round_trip_and_bad_input_is_named() {
+        for tool in ToolName::ALL {
+            assert_eq!(ToolName::from_wire(tool.wire()), Some(tool));
+            assert_eq!(tool.input_schema()["type"], "object");
+        }
+        let call = ToolCall::from_wire(
+            "add_commitment",
+            serde_json::json!({"description": "file exists", "assertion": "test -f hello.txt"}),
+        )
+        .unwrap();
+        assert_eq!(call.name(), ToolName::Commit);
+        assert_eq!(
+            ToolCall::from_wire(call.name().wire(), call.wire_input()).unwrap(),
+            call
+        );
+        assert_eq!(
+            ToolCall::from_wire("signal_done", serde_json::Value::Null).unwrap(),
+            ToolCall::Done {}
+        );
+        let err = ToolCall::from_wire("add_commitment", serde_json::json!({"description": "x"}))
+            .unwrap_err();
+        assert!(err.contains("assertion"), "{err}");
+        assert!(ToolCall::from_wire("rm_rf", serde_json::json!({}))
+            .unwrap_err()
+            .contains("rm_rf"));
     }
 }

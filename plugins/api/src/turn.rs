@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::kinds::{AgentKind, Expert, KindPolicy};
 use crate::lifecycle::{AgentState, Modes, TaskMode};
-use crate::model::{ChatMessage, Model, ModelError, ModelReply, ModelRequest};
-use crate::tools::{Bus, Commitment, ToolResult, Tools};
+use crate::model::{ChatMessage, Model, ModelError, ModelReply, ModelRequest, StopReason};
+use crate::tools::{Bus, Commitment, ToolCall, ToolResult, Tools};
 
 /// A read-only snapshot of an agent's node, as its type sees it this turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +86,11 @@ pub enum AgentError {
     /// The model call failed.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The model kept calling tools without answering.
+    #[error(
+        "the model made {0} calls in one turn without finishing its answer; Tavern ended the turn"
+    )]
+    TooManySteps(usize),
 }
 
 /// An agent type. Implemented once per plugin crate; Tavern holds them in a closed registry.
@@ -104,25 +109,75 @@ pub trait AgentType: Send + Sync {
     }
 }
 
-/// The turn every built-in type uses: ask the model, then run its tool calls in order through Tavern,
-/// refusing tools outside the type's policy and stopping after a call that ends the turn (ask, done).
+/// How many model calls one turn may make before Tavern ends it: a model that keeps calling tools
+/// without ever answering must not loop forever.
+pub const MAX_STEPS_PER_TURN: usize = 16;
+
+/// The turn every built-in type uses: ask the model, run its tool calls in order through Tavern, and,
+/// when the model asked for the results (stop reason `tool_use`), hand them back and ask again, up to
+/// [`MAX_STEPS_PER_TURN`] calls. Tools outside the type's policy are refused, and a call that ends the
+/// turn (ask, done) stops it: the calls after it are not run and the model is not asked again.
 pub async fn standard_turn(
     policy: KindPolicy,
     ctx: &AgentContext,
     input: TurnInput,
 ) -> Result<TurnOutput, AgentError> {
-    let request = ModelRequest {
+    let mut request = ModelRequest {
         agent: ctx.node.name.clone(),
         kind: ctx.node.kind_label(),
         assignment: ctx.node.assignment.clone(),
         turn: input.turn,
         system: input.system_prompt,
         messages: input.messages,
+        tools: policy.tools.to_vec(),
     };
-    let reply = ctx.model.complete(request).await?;
-    let mut results = Vec::with_capacity(reply.tool_calls.len());
+    let mut combined = ModelReply::default();
+    let mut all_results = Vec::new();
+    for _ in 0..MAX_STEPS_PER_TURN {
+        let reply = ctx.model.complete(request.clone()).await?;
+        let (results, ended) = run_calls(policy, ctx, &reply.tool_calls).await;
+        if !reply.text.is_empty() {
+            if !combined.text.is_empty() {
+                combined.text.push_str("\n\n");
+            }
+            combined.text.push_str(&reply.text);
+        }
+        combined.tool_calls.extend(reply.tool_calls.iter().cloned());
+        all_results.extend(results.iter().cloned());
+        if let Some(usage) = &reply.usage {
+            combined
+                .usage
+                .get_or_insert_with(Default::default)
+                .add(usage);
+        }
+        combined.stop = reply.stop;
+        if ended || reply.stop != StopReason::ToolUse || reply.tool_calls.is_empty() {
+            return Ok(TurnOutput {
+                reply: combined,
+                results: all_results,
+            });
+        }
+        request.messages.push(ChatMessage {
+            tool_calls: reply.tool_calls,
+            ..ChatMessage::assistant(reply.text)
+        });
+        request.messages.push(ChatMessage {
+            tool_results: results,
+            ..ChatMessage::user("")
+        });
+    }
+    Err(AgentError::TooManySteps(MAX_STEPS_PER_TURN))
+}
+
+/// Runs one reply's tool calls; says whether one of them ended the turn.
+async fn run_calls(
+    policy: KindPolicy,
+    ctx: &AgentContext,
+    calls: &[ToolCall],
+) -> (Vec<ToolResult>, bool) {
+    let mut results = Vec::with_capacity(calls.len());
     let mut ended_by: Option<String> = None;
-    for call in &reply.tool_calls {
+    for call in calls {
         if let Some(ender) = &ended_by {
             results.push(ToolResult::err(format!(
                 "not run: the turn ended at {ender}"
@@ -144,5 +199,5 @@ pub async fn standard_turn(
         }
         results.push(result);
     }
-    Ok(TurnOutput { reply, results })
+    (results, ended_by.is_some())
 }
