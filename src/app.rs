@@ -177,7 +177,9 @@ impl App {
         let cancel = CancellationToken::new();
         let settings = Settings {
             project: config.project.clone(),
-            default_model: config.default_model.as_ref().map(|m| m.to_string()),
+            models: config.models.clone(),
+            permissions: config.permissions.clone(),
+            claude_cli: crate::claude::find_cli().map_err(|e| e.to_string()),
             max_restarts: config.max_restarts,
             restart_window: config.restart_window,
             verify_timeout: config.verify_timeout,
@@ -226,7 +228,7 @@ impl App {
         resume(&tavern, &mut report).await?;
         report.entries = tavern.read(|s| s.last_seq);
 
-        let models = Models::new();
+        let models = Models::with_retries(config.max_retries);
         let sidecar = Sidecar::new(config.max_concurrent_calls, tracker.clone(), cancel.clone());
         let supervisor = Supervisor::new(tavern.clone(), models.clone(), sidecar.clone());
         tracker.spawn(supervisor.run());

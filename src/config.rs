@@ -9,7 +9,9 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::model::ModelSpec;
+use tavern_plugin_api::AgentKind;
+
+use crate::model::{KindModels, ModelSpec};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -37,6 +39,7 @@ pub enum ConfigError {
 struct RawConfig {
     tavern: RawTavern,
     model: RawModel,
+    permissions: RawPermissions,
     verify: RawVerify,
     console: RawConsole,
     supervisor: RawSupervisor,
@@ -53,7 +56,30 @@ struct RawTavern {
 #[serde(deny_unknown_fields)]
 struct RawModel {
     default: String,
+    jake: String,
+    mortal: String,
+    drone: String,
+    monitor: String,
     max_concurrent_calls: i64,
+    max_retries: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    allow: Vec<String>,
+    deny: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPermissions {
+    allow: Vec<String>,
+    deny: Vec<String>,
+    jake: RawRules,
+    mortal: RawRules,
+    drone: RawRules,
+    monitor: RawRules,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +111,35 @@ pub struct Overrides {
     pub model: Option<String>,
 }
 
+/// Tool permission rules from the configuration, in permission-rule syntax (validated at load).
+#[derive(Debug, Clone, Default)]
+pub struct PermissionConfig {
+    /// The project's allow rules, for every agent.
+    pub allow: Vec<String>,
+    /// The project's deny rules, for every agent.
+    pub deny: Vec<String>,
+    /// Each agent type's own (allow, deny) rules.
+    pub kinds: Vec<(AgentKind, Vec<String>, Vec<String>)>,
+}
+
+/// The model an agent type gets when nothing is configured: with an Anthropic key or base URL in the
+/// environment, Jake, drones and monitors talk to the Anthropic API and mortals run in the Claude Code
+/// CLI; without either, there is no model.
+pub const DEFAULT_API_MODEL: &str = "claude-sonnet-5";
+
+fn environment_default(kind: AgentKind) -> Option<String> {
+    let set = |key: &str| std::env::var(key).is_ok_and(|v| !v.trim().is_empty());
+    if !(set("ANTHROPIC_API_KEY") || set("ANTHROPIC_BASE_URL") || set("ANTHROPIC_AUTH_TOKEN")) {
+        return None;
+    }
+    Some(match kind {
+        AgentKind::Mortal => "claude-code".to_string(),
+        AgentKind::Jake | AgentKind::Drone | AgentKind::Monitor => {
+            format!("anthropic:{DEFAULT_API_MODEL}")
+        }
+    })
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -94,8 +149,12 @@ pub struct Config {
     pub tavern_dir: PathBuf,
     /// The naming theme id.
     pub theme: String,
-    /// The default model, if one is configured.
-    pub default_model: Option<ModelSpec>,
+    /// The model of each agent type, for agents summoned without one.
+    pub models: KindModels,
+    /// How many times a model API call is retried on 429, 529 and 5xx answers.
+    pub max_retries: u32,
+    /// Tool permission rules: the project's, then each agent type's.
+    pub permissions: PermissionConfig,
     /// The global cap on concurrent model calls.
     pub max_concurrent_calls: usize,
     /// The timeout of one assertion.
@@ -168,15 +227,13 @@ impl Config {
             key: "tavern.theme",
             message: format!("is invalid: {e}"),
         })?;
-        let model_text = overrides
-            .model
-            .clone()
-            .unwrap_or_else(|| raw.model.default.clone());
-        let default_model =
-            ModelSpec::parse(&model_text, &cwd).map_err(|message| ConfigError::Invalid {
-                key: "model.default",
-                message,
+        let models = resolve_models(&raw.model, overrides, &cwd)?;
+        let max_retries =
+            u32::try_from(raw.model.max_retries).map_err(|_| ConfigError::Invalid {
+                key: "model.max_retries",
+                message: format!("is {}; it must be zero or more", raw.model.max_retries),
             })?;
+        let permissions = resolve_permissions(&raw.permissions)?;
         let max_concurrent_calls =
             positive(raw.model.max_concurrent_calls, "model.max_concurrent_calls")?;
         let verify_timeout = seconds(raw.verify.timeout_secs, "verify.timeout_secs")?;
@@ -205,7 +262,9 @@ impl Config {
             tavern_dir: project.join(".tavern"),
             project,
             theme: raw.tavern.theme,
-            default_model,
+            models,
+            max_retries,
+            permissions,
             max_concurrent_calls,
             verify_timeout,
             output_limit,
@@ -214,6 +273,82 @@ impl Config {
             restart_window,
         })
     }
+}
+
+/// Each agent type's model: `--model` for all, else `model.<type>`, else `model.default`, else what the
+/// environment makes available (see [`environment_default`]).
+fn resolve_models(
+    raw: &RawModel,
+    overrides: &Overrides,
+    cwd: &Path,
+) -> Result<KindModels, ConfigError> {
+    let parse = |text: &str, key: &'static str| {
+        ModelSpec::parse(text, cwd)
+            .map(|spec| spec.map(|s| s.to_string()))
+            .map_err(|message| ConfigError::Invalid { key, message })
+    };
+    if let Some(spec) = &overrides.model {
+        return Ok(KindModels::all(parse(spec, "--model")?));
+    }
+    let default = parse(&raw.default, "model.default")?;
+    // `none` says "no model" outright; empty says "not set here", and falls through.
+    let kind =
+        |text: &str, key: &'static str, kind: AgentKind| -> Result<Option<String>, ConfigError> {
+            if text.trim().eq_ignore_ascii_case("none") {
+                return Ok(None);
+            }
+            Ok(parse(text, key)?
+                .or_else(|| default.clone())
+                .or_else(|| environment_default(kind)))
+        };
+    Ok(KindModels {
+        jake: kind(&raw.jake, "model.jake", AgentKind::Jake)?,
+        mortal: kind(&raw.mortal, "model.mortal", AgentKind::Mortal)?,
+        drone: kind(&raw.drone, "model.drone", AgentKind::Drone)?,
+        monitor: kind(&raw.monitor, "model.monitor", AgentKind::Monitor)?,
+    })
+}
+
+fn resolve_permissions(raw: &RawPermissions) -> Result<PermissionConfig, ConfigError> {
+    let check = |rules: &[String], key: &'static str| -> Result<Vec<String>, ConfigError> {
+        rules
+            .iter()
+            .map(|text| {
+                crate::permission::Rule::parse(text)
+                    .map(|rule| rule.to_string())
+                    .map_err(|e| ConfigError::Invalid {
+                        key,
+                        message: format!("has a bad rule: {e}"),
+                    })
+            })
+            .collect()
+    };
+    Ok(PermissionConfig {
+        allow: check(&raw.allow, "permissions.allow")?,
+        deny: check(&raw.deny, "permissions.deny")?,
+        kinds: vec![
+            (
+                AgentKind::Jake,
+                check(&raw.jake.allow, "permissions.jake.allow")?,
+                check(&raw.jake.deny, "permissions.jake.deny")?,
+            ),
+            (
+                AgentKind::Mortal,
+                check(&raw.mortal.allow, "permissions.mortal.allow")?,
+                check(&raw.mortal.deny, "permissions.mortal.deny")?,
+            ),
+            (
+                AgentKind::Drone,
+                check(&raw.drone.allow, "permissions.drone.allow")?,
+                check(&raw.drone.deny, "permissions.drone.deny")?,
+            ),
+            (
+                AgentKind::Monitor,
+                check(&raw.monitor.allow, "permissions.monitor.allow")?,
+                check(&raw.monitor.deny, "permissions.monitor.deny")?,
+            ),
+        ],
+    })
 }
 
 /// A positive, finite number of seconds that fits a `Duration`.

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::app::App;
-use crate::domain::{Actor, Intent, ModesPatch, Summon};
+use crate::domain::{Actor, Answer, Intent, ModesPatch, Summon};
 use crate::executor::{Receipt, Tavern};
 
 /// A parsed console line.
@@ -31,6 +31,8 @@ pub enum Command {
     Log(usize),
     /// `/status`.
     Status,
+    /// `/pending`.
+    Pending,
     /// `/help`.
     Help,
     /// `/quit`.
@@ -56,6 +58,31 @@ fn on_off(key: &str, value: &str) -> Result<bool, UsageError> {
     }
 }
 
+/// Each agent type's model in one line, for the console.
+fn models_line(models: &crate::model::KindModels) -> String {
+    let show = |m: &Option<String>| m.clone().unwrap_or_else(|| "none".to_string());
+    if models.jake == models.mortal
+        && models.mortal == models.drone
+        && models.drone == models.monitor
+    {
+        return show(&models.jake);
+    }
+    format!(
+        "jake {}, mortal {}, drone {}, monitor {}",
+        show(&models.jake),
+        show(&models.mortal),
+        show(&models.drone),
+        show(&models.monitor)
+    )
+}
+
+/// A pending item's id as people type it: `7` or `#7`.
+fn pending_id(text: &str, form: &str) -> Result<u32, UsageError> {
+    text.trim_start_matches('#')
+        .parse()
+        .map_err(|_| usage(&format!("{form}, ID a number from /pending")))
+}
+
 /// Parses one console line. `jake` is Jake's name, the default parent of summons.
 pub fn parse(line: &str, jake: &str) -> Result<Option<Command>, UsageError> {
     let line = line.trim();
@@ -75,6 +102,7 @@ pub fn parse(line: &str, jake: &str) -> Result<Option<Command>, UsageError> {
         "quit" | "exit" => Command::Quit,
         "agents" => Command::Agents,
         "status" => Command::Status,
+        "pending" => Command::Pending,
         "leave" => Command::Leave,
         "join" => match words.as_slice() {
             [name] => Command::Join(name.to_string()),
@@ -118,6 +146,10 @@ pub fn parse(line: &str, jake: &str) -> Result<Option<Command>, UsageError> {
             _ => return Err(usage("/done NAME")),
         },
         "approve" => match words.as_slice() {
+            [id] => Command::Submit(Intent::Answer {
+                id: pending_id(id, "/approve ID")?,
+                answer: Answer::Allow,
+            }),
             [agent, n] => Command::Submit(Intent::Approve {
                 agent: agent.to_string(),
                 commitment: n
@@ -125,7 +157,36 @@ pub fn parse(line: &str, jake: &str) -> Result<Option<Command>, UsageError> {
                     .parse()
                     .map_err(|_| usage("/approve NAME N, N the commitment's number"))?,
             }),
-            _ => return Err(usage("/approve NAME N")),
+            _ => {
+                return Err(usage(
+                    "/approve ID (a pending tool call) or /approve NAME N (a commitment)",
+                ))
+            }
+        },
+        "deny" => match words.split_first() {
+            Some((id, reason)) => Command::Submit(Intent::Answer {
+                id: pending_id(id, "/deny ID [REASON]")?,
+                answer: Answer::Deny {
+                    reason: Some(reason.join(" ")).filter(|r| !r.is_empty()),
+                },
+            }),
+            None => return Err(usage("/deny ID [REASON]")),
+        },
+        "always" => match words.as_slice() {
+            [id] => Command::Submit(Intent::Answer {
+                id: pending_id(id, "/always ID")?,
+                answer: Answer::Always,
+            }),
+            _ => return Err(usage("/always ID")),
+        },
+        "answer" => match args.split_once(char::is_whitespace) {
+            Some((id, text)) if !text.trim().is_empty() => Command::Submit(Intent::Answer {
+                id: pending_id(id, "/answer ID TEXT")?,
+                answer: Answer::Text {
+                    text: text.trim().to_string(),
+                },
+            }),
+            _ => return Err(usage("/answer ID TEXT")),
         },
         "dismiss" => match words.as_slice() {
             [agent] => Command::Submit(Intent::Dismiss {
@@ -276,8 +337,13 @@ impl Session {
             Command::Quit => return false,
             Command::Help => say(render::HELP),
             Command::Agents => say(self.tavern.read(render::agent_tree)),
+            Command::Pending => say(self.tavern.read(render::pending)),
             Command::Status => {
-                let model = app.config.default_model.as_ref().map(|m| m.to_string());
+                let all = &app.config.models;
+                let model = [&all.jake, &all.mortal, &all.drone, &all.monitor]
+                    .iter()
+                    .any(|m| m.is_some())
+                    .then(|| models_line(all));
                 say(self.tavern.read(|s| {
                     render::status(
                         s,
@@ -373,15 +439,17 @@ pub async fn run(
     for line in app.report.lines() {
         say(line);
     }
-    match &app.config.default_model {
+    let models = &app.config.models;
+    match &models.jake {
         None => say(
             "note: no model is configured, so Jake and the agents will not reply. Every command \
-             still works; start with --model scripted:FILE for a scripted demo.",
+             still works; set ANTHROPIC_API_KEY, configure [model] (see config/default.toml), or \
+             start with --model scripted:FILE for a scripted demo.",
         ),
-        Some(model) if model.to_string().starts_with("scripted:") => say(format!(
+        Some(model) if model.starts_with("scripted:") => say(format!(
             "note: replies come from the script {model}, not from a real model"
         )),
-        Some(_) => {}
+        Some(_) => say(format!("models: {}", models_line(models))),
     }
     say("Type to talk to Jake; /help lists the commands.");
 

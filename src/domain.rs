@@ -15,9 +15,9 @@ pub mod state;
 mod tests;
 
 pub use decide::{decide, DecideEnv, Decision, DomainError};
-pub use intent::{Actor, EditBase, Intent, ModesPatch, Summon};
-pub use outcome::{Message, MessageKind, NewAgent, Outcome, Party};
-pub use state::{AgentNode, OpenEntry, TavernState};
+pub use intent::{input_summary, Actor, Answer, EditBase, Intent, ModesPatch, Summon};
+pub use outcome::{Activity, Message, MessageKind, NewAgent, Outcome, Party, PendingItem, Settled};
+pub use state::{AgentNode, OpenEntry, Pending, TavernState};
 
 /// The command log's payload types for Tavern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,8 +46,12 @@ pub fn now_ms() -> Millis {
 pub struct Settings {
     /// The project directory; assertions run here.
     pub project: PathBuf,
-    /// The default model spec, as text, for agents summoned without one.
-    pub default_model: Option<String>,
+    /// The configured model spec of each agent type, for agents summoned without one.
+    pub models: crate::model::KindModels,
+    /// Tool permission rules for agents in the Claude Code CLI.
+    pub permissions: crate::config::PermissionConfig,
+    /// The Claude Code CLI, or why it cannot be used (said at summon time, not at the first turn).
+    pub claude_cli: Result<std::path::PathBuf, String>,
     /// Task restarts within `restart_window` before an agent is reaped.
     pub max_restarts: u32,
     /// The window in which restarts count.
@@ -309,7 +313,14 @@ impl Tavern {
         let mut env = DecideEnv {
             now: now_ms(),
             new_id: &mut new_id,
-            default_model: self.inner.settings.default_model.as_deref(),
+            models: &self.inner.settings.models,
+            claude_cli_missing: self
+                .inner
+                .settings
+                .claude_cli
+                .as_ref()
+                .err()
+                .map(String::as_str),
             max_restarts: self.inner.settings.max_restarts,
             restart_window: self.inner.settings.restart_window.as_millis() as Millis,
             project: &self.inner.settings.project,

@@ -42,6 +42,20 @@ impl Sidecar {
         self.calls.load(Ordering::Relaxed)
     }
 
+    /// Waits for one of the cap's permits, for model I/O that runs elsewhere (a Claude Code CLI turn);
+    /// `None` if `stop` fires or Tavern shuts down first. The permit is returned when dropped.
+    pub async fn permit(
+        &self,
+        stop: &CancellationToken,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            _ = self.cancel.cancelled() => None,
+            _ = stop.cancelled() => None,
+            permit = self.permits.clone().acquire_owned() => permit.ok(),
+        }
+    }
+
     /// Runs one model call in the sidecar and waits for its result. `stop` cancels this call only
     /// (the agent was reaped); the tavern's shutdown cancels every call.
     pub async fn call(

@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{Actor, Intent, Outcome, TavernState};
 use crate::executor::{Event, ExecError, Receipt, Tavern};
 use crate::log::Seq;
-use crate::model::Models;
+use crate::model::{KindModels, Models};
 use crate::sidecar::Sidecar;
-use crate::turn::{run_turn, TurnEnd};
+use crate::turn::{run_turn, AgentRuntime, TurnEnd};
 
 /// Why an agent's task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +71,9 @@ pub struct Supervisor {
 
 /// Whether an agent should take a turn now: alive, in a state that takes turns, with unread input that
 /// wakes it, and with a model to think with.
-pub fn wants_turn(state: &TavernState, agent: &str) -> bool {
+pub fn wants_turn(state: &TavernState, agent: &str, models: &KindModels) -> bool {
     state.agent(agent).is_some_and(|node| {
-        node.model.is_some()
+        models.effective(node.model.as_deref(), node.kind).is_some()
             && matches!(
                 node.state,
                 AgentState::Summoned
@@ -147,6 +147,29 @@ async fn agent_task(
     agent: String,
     stop: CancellationToken,
 ) -> AgentExit {
+    // The agent's runtime (its Claude Code CLI process, if it uses one) lives as long as this task, and
+    // ends with it: the process never outlives the agent's supervision.
+    let mut runtime = AgentRuntime::default();
+    let exit = agent_loop(&tavern, &models, &sidecar, &agent, &stop, &mut runtime).await;
+    runtime.close().await;
+    exit
+}
+
+async fn agent_loop(
+    tavern: &Tavern,
+    models: &Models,
+    sidecar: &Sidecar,
+    agent: &str,
+    stop: &CancellationToken,
+    runtime: &mut AgentRuntime,
+) -> AgentExit {
+    let (tavern, models, sidecar, stop) = (
+        tavern.clone(),
+        models.clone(),
+        sidecar.clone(),
+        stop.clone(),
+    );
+    let agent = agent.to_string();
     let mut events = tavern.subscribe();
     // Bounded: each iteration either takes a turn (which consumes input) or waits for an event.
     loop {
@@ -154,7 +177,7 @@ async fn agent_task(
             return stopped(&tavern, &agent).await;
         }
         if let Some(seq) = tavern.read_head(|s| open_turn(s, &agent)) {
-            match run_turn(&tavern, &models, &sidecar, &agent, seq, &stop).await {
+            match run_turn(&tavern, &models, &sidecar, &agent, seq, &stop, runtime).await {
                 TurnEnd::Completed => continue,
                 TurnEnd::Cancelled => return stopped(&tavern, &agent).await,
                 TurnEnd::Failed(error) => return AgentExit::Failed(error),
@@ -163,7 +186,7 @@ async fn agent_task(
         let (dead, wants) = tavern.read_head(|s| {
             (
                 s.agent(&agent).is_none_or(|n| n.state.is_dead()),
-                wants_turn(s, &agent),
+                wants_turn(s, &agent, &tavern.settings().models),
             )
         });
         if dead {

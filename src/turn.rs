@@ -35,11 +35,21 @@ pub enum TurnEnd {
     Failed(String),
 }
 
+pub mod cli;
+
+pub use cli::AgentRuntime;
+
 /// Everything a turn needs from the state, gathered under one lock.
 struct TurnPlan {
     kind: AgentKind,
+    /// The tools the agent's type may use.
+    tools: &'static [tavern_plugin_api::ToolName],
+    /// This turn's new inputs, each starting with who sent it (for runtimes that keep their own
+    /// conversation, like the Claude Code CLI).
+    new_input: Vec<String>,
     view: tavern_plugin_api::AgentView,
     model_spec: Option<String>,
+    kind_for_model: AgentKind,
     turn: u32,
     messages: Vec<ChatMessage>,
     inbox_from: usize,
@@ -97,10 +107,20 @@ fn plan(state: &TavernState, agent: &str, seq: Seq) -> Option<TurnPlan> {
         .range((seq, 0)..=(seq, u32::MAX))
         .map(|((_, call), entry)| (*call, *entry))
         .collect();
+    let new_input = node.inbox[inbox_from.min(inbox_upto)..inbox_upto.min(node.inbox.len())]
+        .iter()
+        .map(|&i| {
+            let m = &state.messages[i];
+            format!("[{}] {}", m.from, m.text)
+        })
+        .collect();
     Some(TurnPlan {
         kind: node.kind,
+        tools: registry::plugin(node.kind).policy().tools,
+        new_input,
         view: node.view(),
         model_spec: node.model.clone(),
+        kind_for_model: node.kind,
         turn: turns_before,
         messages,
         inbox_from,
@@ -254,12 +274,42 @@ pub async fn run_turn(
     agent: &str,
     seq: Seq,
     stop: &CancellationToken,
+    runtime: &mut AgentRuntime,
 ) -> TurnEnd {
     let Some(plan) = tavern.read_head(|s| plan(s, agent, seq)) else {
         return TurnEnd::Failed(format!("turn #{seq} of {agent} is not open"));
     };
     let inbox_from = plan.inbox_from;
-    let model = match resolve_model(tavern, models, plan.model_spec.as_deref(), agent) {
+    let spec = tavern
+        .settings()
+        .models
+        .effective(plan.model_spec.as_deref(), plan.kind_for_model)
+        .map(str::to_string);
+    let parsed = match parse_spec(tavern, spec.as_deref(), agent) {
+        Ok(parsed) => parsed,
+        Err(e) => return fail(tavern, agent, seq, inbox_from, e.to_string()).await,
+    };
+    if let ModelSpec::ClaudeCode { model } = parsed {
+        let recorder = Arc::new(Recorder {
+            tavern: tavern.clone(),
+            sidecar: sidecar.clone(),
+            seq,
+            agent: agent.to_string(),
+            stop: stop.clone(),
+            aborted: AtomicBool::new(false),
+            replies: Mutex::new(plan.replies.clone()),
+            next_effect: AtomicU32::new(0),
+            results: plan.results.clone(),
+            caused: plan.caused.clone(),
+        });
+        // The CLI turn runs under one of the sidecar's permits, like any model call, so the global cap
+        // holds across runtimes.
+        let Some(_permit) = sidecar.permit(stop).await else {
+            return TurnEnd::Cancelled;
+        };
+        return cli::run(recorder, plan, model, runtime).await;
+    }
+    let model = match models.get(&parsed) {
         Ok(model) => model,
         Err(e) => return fail(tavern, agent, seq, inbox_from, e.to_string()).await,
     };
@@ -320,12 +370,7 @@ pub async fn run_turn(
     }
 }
 
-fn resolve_model(
-    tavern: &Tavern,
-    models: &Models,
-    spec: Option<&str>,
-    agent: &str,
-) -> Result<Arc<dyn Model>, ModelError> {
+fn parse_spec(tavern: &Tavern, spec: Option<&str>, agent: &str) -> Result<ModelSpec, ModelError> {
     let spec = spec.ok_or_else(|| ModelError::NotConfigured {
         agent: agent.to_string(),
     })?;
@@ -337,7 +382,7 @@ fn resolve_model(
         .ok_or_else(|| ModelError::NotConfigured {
             agent: agent.to_string(),
         })?;
-    models.get(&parsed)
+    Ok(parsed)
 }
 
 /// Records a failed turn (see [`crate::domain::decide::fail_turn`] for what happens to its input).
@@ -501,6 +546,13 @@ fn describe(intent: &Intent, outcomes: &[Outcome]) -> String {
                 .count()
         ),
         Intent::SetDescription { .. } => "Description updated.".to_string(),
+        Intent::RequestApproval { .. } => outcomes
+            .iter()
+            .find_map(|o| match o {
+                Outcome::PendingOpened { id, .. } => Some(format!("Waiting for approval #{id}.")),
+                _ => None,
+            })
+            .unwrap_or_else(|| "Approval requested.".to_string()),
         Intent::Dismiss { agent } => format!("Dismissed {agent}."),
         other => format!("Done: {}", other.summary()),
     }

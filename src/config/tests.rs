@@ -19,7 +19,12 @@ fn defaults_resolve_to_a_usable_config() {
     assert_eq!(config.theme, "lotr");
     assert_eq!(config.max_concurrent_calls, 10);
     assert_eq!(config.verify_timeout, Duration::from_secs(30));
-    assert!(config.default_model.is_none());
+    // The test environment has no Anthropic key, so nothing is configured.
+    if std::env::var_os("ANTHROPIC_API_KEY").is_none()
+        && std::env::var_os("ANTHROPIC_BASE_URL").is_none()
+    {
+        assert!(config.models.jake.is_none());
+    }
     assert!(config.tavern_dir.ends_with(".tavern"));
     assert!(config.project.is_absolute());
 }
@@ -32,12 +37,12 @@ fn values_from_the_file_win_over_defaults() {
     .unwrap();
     assert_eq!(config.theme, "star-wars");
     assert_eq!(config.max_concurrent_calls, 3);
-    match config.default_model {
-        Some(ModelSpec::Scripted(path)) => {
-            assert!(path.is_absolute() && path.ends_with("demo.toml"))
-        }
-        other => panic!("{other:?}"),
-    }
+    let mortal = config.models.mortal.as_deref().unwrap();
+    assert!(
+        mortal.starts_with("scripted:/") && mortal.ends_with("demo.toml"),
+        "{mortal}"
+    );
+    assert_eq!(config.models.jake, config.models.mortal);
 }
 
 #[test]

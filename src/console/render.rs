@@ -4,7 +4,10 @@
 
 use tavern_plugin_api::AgentState;
 
-use crate::domain::{Actor, AgentNode, Intent, Message, MessageKind, Outcome, Party, TavernState};
+use crate::domain::{
+    Activity, Actor, AgentNode, Intent, Message, MessageKind, Outcome, Party, PendingItem, Settled,
+    TavernState,
+};
 use crate::executor::Event;
 use crate::log::{Entry, Status};
 
@@ -77,8 +80,8 @@ pub fn agent_tree(state: &TavernState) -> String {
 }
 
 fn scripted_tag(state: &TavernState, agent: &str) -> &'static str {
-    match state.agent(agent).and_then(|n| n.model.as_deref()) {
-        Some(model) if model.starts_with("scripted:") => " (scripted)",
+    match state.agent(agent) {
+        Some(node) if node.scripted => " (scripted)",
         _ => "",
     }
 }
@@ -198,10 +201,45 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
                 "· file edit recorded: {path} (managed fields left as they were: {})",
                 ignored.join(", ")
             )),
+            Outcome::PendingOpened { id, agent, item } => {
+                lines.push(pending_line(*id, agent, item))
+            }
+            Outcome::PendingSettled { id, by, settled } => lines.push(match settled {
+                Settled::Allowed => format!("✓ @{by} allowed #{id}"),
+                Settled::Denied { reason } => format!("✗ @{by} denied #{id}: {reason}"),
+                Settled::AllowedAlways { rule } => {
+                    format!("✓ @{by} allowed #{id} and from now on {rule}")
+                }
+                Settled::Answered => format!("✓ @{by} answered #{id}"),
+            }),
+            Outcome::RuleAdded { agent, rule } => {
+                lines.push(format!("· {agent} may now use {rule} without asking"))
+            }
+            Outcome::SessionStarted { agent, session } => {
+                lines.push(format!("· {agent} session {session}"))
+            }
+            Outcome::Activity { agent, activity } => lines.push(match activity {
+                Activity::Text { text } => format!("{agent}: {text}"),
+                Activity::ToolUse { tool, input } => format!("  {agent} ⚙ {tool} {input}"),
+                Activity::ToolResult { tool, ok, text } => {
+                    let mark = if *ok { "←" } else { "✗" };
+                    format!("  {agent} {mark} {tool}: {text}")
+                }
+                Activity::RuleDecided {
+                    tool,
+                    input,
+                    allowed,
+                    rule,
+                } => format!(
+                    "  {agent} {} {tool} {input} (rule {rule})",
+                    if *allowed { "may use" } else { "may not use" }
+                ),
+            }),
             Outcome::TavernOpened { .. }
             | Outcome::InboxRead { .. }
             | Outcome::InboxRewound { .. }
             | Outcome::ModelReplied { .. }
+            | Outcome::SessionTurn { .. }
             | Outcome::ToolCalled { .. } => {}
         }
     }
@@ -219,6 +257,33 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
         }
     }
     lines
+}
+
+/// The `/pending` text.
+pub fn pending(state: &TavernState) -> String {
+    let lines: Vec<String> = state
+        .open_pending()
+        .map(|p| pending_line(p.id, &p.agent, &p.item))
+        .collect();
+    if lines.is_empty() {
+        "nothing is waiting for you".to_string()
+    } else {
+        lines.join("\n")
+    }
+}
+
+/// How a pending approval or question is shown, with the commands that answer it.
+pub fn pending_line(id: u32, agent: &str, item: &PendingItem) -> String {
+    match item {
+        PendingItem::Approval { tool, input } => format!(
+            "? #{id} {agent} wants to use {tool}: {} — /approve {id}, /deny {id} [REASON], /always {id}",
+            crate::domain::input_summary(input)
+        ),
+        PendingItem::Question { question, class } => format!(
+            "? #{id} {agent} asks {}: {question} — /answer {id} TEXT",
+            class.tag()
+        ),
+    }
 }
 
 fn clock(ts: u64) -> String {
@@ -265,6 +330,11 @@ Talk to Jake by typing. Commands (they need no model):
                             add a commitment (a shell assertion; exit 0 = pass)
   /done NAME                signal done for NAME: Tavern runs its assertions
   /approve NAME N           sign off NAME's commitment #N
+  /pending                  tool calls waiting for approval and agents' open questions
+  /approve ID               let a pending tool call run once
+  /deny ID [REASON]         refuse it; the reason goes back to the agent
+  /always ID                let it run, and let NAME make calls like it without asking
+  /answer ID TEXT           answer an agent's question (or /join it and just talk)
   /dismiss NAME             dismiss a Done agent (and its subtree)
   /reap NAME [REASON]       stop an agent now (FailedReaped; its live children are reaped, its Done ones dismissed)
   /describe NAME TEXT       set an agent's description

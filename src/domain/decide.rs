@@ -9,8 +9,8 @@ use tavern_plugin_api::{
     AgentKind, AgentState, CheckSummary, Commitment, IllegalTransition, Modes, QuestionClass,
 };
 
-use super::intent::{Actor, Intent, ModesPatch, Summon};
-use super::outcome::{Message, MessageKind, NewAgent, Outcome, Party};
+use super::intent::{Actor, Answer, Intent, ModesPatch, Summon};
+use super::outcome::{Message, MessageKind, NewAgent, Outcome, Party, PendingItem, Settled};
 use super::state::{AgentNode, TavernState};
 use crate::blackboard::DocName;
 use crate::log::Millis;
@@ -23,8 +23,11 @@ pub struct DecideEnv<'a> {
     pub now: Millis,
     /// Generates a fresh unique id (a UUID in production, a counter in tests).
     pub new_id: &'a mut dyn FnMut() -> String,
-    /// The model spec for agents that name none (Jake, and children of parents without one).
-    pub default_model: Option<&'a str>,
+    /// The configured model spec of each agent type, for agents summoned without one of their own.
+    pub models: &'a crate::model::KindModels,
+    /// Why the Claude Code CLI cannot be started, when it cannot; an agent that would run in it is
+    /// refused at summon time with this, rather than failing at its first turn.
+    pub claude_cli_missing: Option<&'a str>,
     /// How many task restarts an agent gets within `restart_window` before it is reaped.
     pub max_restarts: u32,
     /// The window, in milliseconds, in which restarts count toward the limit.
@@ -103,6 +106,9 @@ pub enum DomainError {
         /// How many it has.
         count: usize,
     },
+    /// An answer names nothing that waits, or the wrong kind of thing.
+    #[error("{0}")]
+    NoSuchPending(String),
     /// A required text was empty.
     #[error("{0} must not be empty")]
     Empty(&'static str),
@@ -298,6 +304,10 @@ pub fn decide(
         } => ask_user(state, actor, agent, question, *class, env),
         Intent::TakeTurn { agent } => take_turn(state, actor, agent),
         Intent::RestartAgent { agent, reason } => restart_agent(state, agent, reason, env),
+        Intent::RequestApproval { agent, tool, input } => {
+            request_approval(state, actor, agent, tool, input)
+        }
+        Intent::Answer { id, answer } => answer_pending(state, actor, *id, answer, env),
         Intent::EditDocument {
             path,
             content,
@@ -317,7 +327,8 @@ fn open_tavern(state: &TavernState, theme: &str, env: &mut DecideEnv<'_>) -> Res
         expert: None,
         parent: None,
         assignment: None,
-        model: env.default_model.map(str::to_string),
+        // Jake uses his type's configured model, looked up at each turn.
+        model: None,
         modes: Modes::default(),
         requester: None,
         created: env.now,
@@ -410,6 +421,8 @@ fn decide_summon(
     };
     // A model named at summon time is checked now, so a typo is an error here rather than a string of
     // failed turns later; it is stored resolved (absolute paths), so it means the same after a restart.
+    // Without one the agent uses its type's configured model, looked up at each turn (a mortal summoned
+    // by Jake does not inherit Jake's coordinating model).
     let model = match &summon.model {
         Some(spec) => crate::model::ModelSpec::parse(spec, env.project)
             .map_err(|reason| DomainError::BadModel {
@@ -417,11 +430,20 @@ fn decide_summon(
                 reason,
             })?
             .map(|m| m.to_string()),
-        None => parent
-            .model
-            .clone()
-            .or_else(|| env.default_model.map(str::to_string)),
+        None => None,
     };
+    let effective = env.models.effective(model.as_deref(), summon.kind);
+    if let (Some(missing), Some(spec)) = (env.claude_cli_missing, effective) {
+        if matches!(
+            crate::model::ModelSpec::parse(spec, env.project),
+            Ok(Some(crate::model::ModelSpec::ClaudeCode { .. }))
+        ) {
+            return Err(DomainError::BadModel {
+                spec: spec.to_string(),
+                reason: format!("cannot run here: {missing}"),
+            });
+        }
+    }
     let new = NewAgent {
         name: name.clone(),
         kind: summon.kind,
@@ -484,13 +506,30 @@ fn send_message(
         live(state, me)?;
     }
     let target = resolve_recipient(state, actor, to)?;
-    Ok(Decision::done(vec![message(
+    let mut outcomes = vec![message(
         env,
         from,
         Party::Agent(target.name.clone()),
         MessageKind::Chat,
         text.to_string(),
-    )]))
+    )];
+    // A person talking to an agent answers its open questions, however they reply.
+    if let Actor::User(by) = actor {
+        outcomes.extend(
+            state
+                .open_pending()
+                .filter(|p| {
+                    p.agent.eq_ignore_ascii_case(&target.name)
+                        && matches!(p.item, PendingItem::Question { .. })
+                })
+                .map(|p| Outcome::PendingSettled {
+                    id: p.id,
+                    by: by.clone(),
+                    settled: Settled::Answered,
+                }),
+        );
+    }
+    Ok(Decision::done(outcomes))
 }
 
 fn broadcast(
@@ -858,7 +897,121 @@ fn ask_user(
         question.trim().to_string(),
     );
     msg.via = via;
-    Ok(Decision::done(vec![change, Outcome::MessagePosted(msg)]))
+    let pending = Outcome::PendingOpened {
+        id: state.next_pending_id(),
+        agent: node.name.clone(),
+        item: PendingItem::Question {
+            question: msg.text.clone(),
+            class,
+        },
+    };
+    Ok(Decision::done(vec![
+        change,
+        Outcome::MessagePosted(msg),
+        pending,
+    ]))
+}
+
+fn request_approval(
+    state: &TavernState,
+    actor: &Actor,
+    agent: &str,
+    tool: &str,
+    input: &serde_json::Value,
+) -> Result<Decision> {
+    let node = live(state, agent)?;
+    if !matches!(actor, Actor::Agent(a) if a.eq_ignore_ascii_case(&node.name)) {
+        return Err(DomainError::NotAllowed(format!(
+            "only {} can ask to use a tool for itself",
+            node.name
+        )));
+    }
+    if tool.trim().is_empty() {
+        return Err(DomainError::Empty("the tool name"));
+    }
+    Ok(Decision::done(vec![Outcome::PendingOpened {
+        id: state.next_pending_id(),
+        agent: node.name.clone(),
+        item: PendingItem::Approval {
+            tool: tool.to_string(),
+            input: input.clone(),
+        },
+    }]))
+}
+
+fn answer_pending(
+    state: &TavernState,
+    actor: &Actor,
+    id: u32,
+    answer: &Answer,
+    env: &mut DecideEnv<'_>,
+) -> Result<Decision> {
+    let Actor::User(by) = actor else {
+        return Err(DomainError::NotAllowed(
+            "only people answer approvals and questions".into(),
+        ));
+    };
+    let pending = state.pending.get(&id).ok_or_else(|| {
+        DomainError::NoSuchPending(format!(
+            "nothing is pending as #{id}; /pending lists what waits"
+        ))
+    })?;
+    if let Some((who, _)) = &pending.settled {
+        return Err(DomainError::NoSuchPending(format!(
+            "#{id} was already settled by @{who}"
+        )));
+    }
+    let node = live(state, &pending.agent)?;
+    let settle = |settled| Outcome::PendingSettled {
+        id,
+        by: by.clone(),
+        settled,
+    };
+    let outcomes = match (&pending.item, answer) {
+        (PendingItem::Approval { .. }, Answer::Allow) => vec![settle(Settled::Allowed)],
+        (PendingItem::Approval { .. }, Answer::Deny { reason }) => {
+            let reason = reason
+                .clone()
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| format!("@{by} denied this tool call"));
+            vec![settle(Settled::Denied { reason })]
+        }
+        (PendingItem::Approval { tool, input }, Answer::Always) => {
+            // When no rule narrow enough exists (see `permission::always_rule`), "always" means "yes,
+            // this once", and the person is told so by the settled record carrying no rule.
+            match crate::permission::always_rule(tool, input, env.project) {
+                Some(rule) => vec![
+                    settle(Settled::AllowedAlways {
+                        rule: rule.to_string(),
+                    }),
+                    Outcome::RuleAdded {
+                        agent: node.name.clone(),
+                        rule: rule.to_string(),
+                    },
+                ],
+                None => vec![settle(Settled::Allowed)],
+            }
+        }
+        (PendingItem::Question { .. }, Answer::Text { text }) => {
+            if text.trim().is_empty() {
+                return Err(DomainError::Empty("the answer"));
+            }
+            // The answer is a message from the person, like any reply in the agent's thread; sending
+            // it settles every question the agent has open (see `send_message`).
+            return send_message(state, actor, &node.name, text, env);
+        }
+        (PendingItem::Approval { .. }, Answer::Text { .. }) => {
+            return Err(DomainError::NoSuchPending(format!(
+                "#{id} is a tool approval: answer it with /approve {id}, /deny {id} [REASON] or /always {id}"
+            )))
+        }
+        (PendingItem::Question { .. }, _) => {
+            return Err(DomainError::NoSuchPending(format!(
+                "#{id} is a question: answer it with /answer {id} TEXT"
+            )))
+        }
+    };
+    Ok(Decision::done(outcomes))
 }
 
 fn take_turn(state: &TavernState, actor: &Actor, agent: &str) -> Result<Decision> {

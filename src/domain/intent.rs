@@ -89,6 +89,27 @@ pub struct EditBase {
     pub notes: String,
 }
 
+/// A person's answer to something pending: a tool approval or an agent's question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// Let the tool call run, this once.
+    Allow,
+    /// Refuse the tool call; the reason goes back to the model.
+    Deny {
+        /// Why, for the model.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Let it run, and add a rule so calls like it from this agent run without asking.
+    Always,
+    /// Answer a question with text; it reaches the agent as a message from the person.
+    Text {
+        /// The answer.
+        text: String,
+    },
+}
+
 /// Everything that can be asked of Tavern. The set is closed; each variant is matched exhaustively.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -192,6 +213,22 @@ pub enum Intent {
         /// What failed.
         reason: String,
     },
+    /// An agent wants to use a tool that no rule allows or denies; a person decides while it waits.
+    RequestApproval {
+        /// The agent.
+        agent: String,
+        /// The tool, as the runtime names it (`Bash`, `Write`, `mcp__server__tool`).
+        tool: String,
+        /// The tool's input.
+        input: serde_json::Value,
+    },
+    /// A person answers a pending approval or question, by its id as `/pending` shows it.
+    Answer {
+        /// The pending item's id.
+        id: u32,
+        /// The answer.
+        answer: Answer,
+    },
     /// A person edited a document under `.tavern/` outside Tavern.
     EditDocument {
         /// The document's path relative to `.tavern/`.
@@ -225,6 +262,8 @@ impl Intent {
             Intent::AskUser { .. } => "ask_user",
             Intent::TakeTurn { .. } => "take_turn",
             Intent::RestartAgent { .. } => "restart_agent",
+            Intent::RequestApproval { .. } => "request_approval",
+            Intent::Answer { .. } => "answer",
             Intent::EditDocument { .. } => "edit_document",
         }
     }
@@ -284,10 +323,46 @@ impl Intent {
             Intent::RestartAgent { agent, reason } => {
                 format!("restart {agent}: {}", clip(reason))
             }
+            Intent::RequestApproval { agent, tool, input } => {
+                format!(
+                    "{agent} asks to use {tool}: {}",
+                    clip(&input_summary(input))
+                )
+            }
+            Intent::Answer { id, answer } => match answer {
+                Answer::Allow => format!("allow #{id}"),
+                Answer::Deny { reason } => format!(
+                    "deny #{id}{}",
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {}", clip(r)))
+                        .unwrap_or_default()
+                ),
+                Answer::Always => format!("always allow #{id}"),
+                Answer::Text { text } => format!("answer #{id}: {}", clip(text)),
+            },
             Intent::EditDocument { path, content, .. } => match content {
                 Some(_) => format!("file edited: {path}"),
                 None => format!("file deleted: {path}"),
             },
         }
     }
+}
+
+/// A tool input in one line for people: the command, path or URL it acts on when it has one, otherwise
+/// its JSON.
+pub fn input_summary(input: &serde_json::Value) -> String {
+    for key in [
+        "command",
+        "file_path",
+        "notebook_path",
+        "path",
+        "url",
+        "pattern",
+    ] {
+        if let Some(text) = input.get(key).and_then(|v| v.as_str()) {
+            return text.to_string();
+        }
+    }
+    input.to_string()
 }

@@ -100,6 +100,85 @@ pub struct NewAgent {
     pub created: Millis,
 }
 
+/// Something waiting for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingItem {
+    /// A tool call waiting for approval; nothing has run.
+    Approval {
+        /// The tool.
+        tool: String,
+        /// Its input.
+        input: serde_json::Value,
+    },
+    /// An agent's question.
+    Question {
+        /// The question.
+        question: String,
+        /// Quick or deep.
+        class: QuestionClass,
+    },
+}
+
+/// How a pending item was settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settled {
+    /// The tool call was allowed once.
+    Allowed,
+    /// The tool call was denied.
+    Denied {
+        /// Why, as the model is told.
+        reason: String,
+    },
+    /// The tool call was allowed, and a rule added for the agent.
+    AllowedAlways {
+        /// The rule, in permission-rule syntax.
+        rule: String,
+    },
+    /// The question was answered.
+    Answered,
+}
+
+/// What the agent did during a turn run by an external runtime (the Claude Code CLI), as it happened.
+/// Recorded so surfaces can stream it and a replay shows it; it changes no state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activity {
+    /// The agent said something.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// The agent called a tool.
+    ToolUse {
+        /// The tool.
+        tool: String,
+        /// Its input in one line.
+        input: String,
+    },
+    /// A tool's result came back.
+    ToolResult {
+        /// The tool.
+        tool: String,
+        /// Whether it succeeded.
+        ok: bool,
+        /// The start of its output.
+        text: String,
+    },
+    /// A rule decided a permission request without asking anyone.
+    RuleDecided {
+        /// The tool.
+        tool: String,
+        /// Its input in one line.
+        input: String,
+        /// Allowed or denied.
+        allowed: bool,
+        /// The rule that decided.
+        rule: String,
+    },
+}
+
 /// One thing an intent did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -223,6 +302,55 @@ pub enum Outcome {
         agent: String,
         /// How many restarts it has had.
         attempt: u32,
+    },
+    /// Something now waits for a person; `id` is how people name it.
+    PendingOpened {
+        /// The id.
+        id: u32,
+        /// The agent waiting.
+        agent: String,
+        /// What waits.
+        item: PendingItem,
+    },
+    /// A pending item was settled by a person.
+    PendingSettled {
+        /// The id.
+        id: u32,
+        /// Who settled it.
+        by: String,
+        /// How.
+        settled: Settled,
+    },
+    /// A permission rule was added for one agent (a person answered "always").
+    RuleAdded {
+        /// The agent.
+        agent: String,
+        /// The rule, in permission-rule syntax.
+        rule: String,
+    },
+    /// An agent's runtime session began or was resumed (the Claude Code CLI's session id).
+    SessionStarted {
+        /// The agent.
+        agent: String,
+        /// The session id.
+        session: String,
+    },
+    /// A turn of a runtime session finished: the ids of the messages it produced, in order, so a later
+    /// branch can fork the session at this turn.
+    SessionTurn {
+        /// The agent.
+        agent: String,
+        /// The session id.
+        session: String,
+        /// The session's message uuids from this turn.
+        messages: Vec<String>,
+    },
+    /// The agent did something during a runtime turn (streamed to surfaces).
+    Activity {
+        /// The agent.
+        agent: String,
+        /// What.
+        activity: Activity,
     },
     /// A document edit made outside Tavern was recorded.
     DocumentEditRecorded {

@@ -325,7 +325,9 @@ pub fn documents_for(state: &TavernState, outcomes: &[Outcome]) -> Vec<DocWrite>
             | Outcome::ModesChanged { agent, .. }
             | Outcome::DescriptionChanged { agent, .. }
             | Outcome::NotesChanged { agent, .. }
-            | Outcome::RestartStrategyChanged { agent, .. } => {
+            | Outcome::RestartStrategyChanged { agent, .. }
+            | Outcome::RuleAdded { agent, .. }
+            | Outcome::SessionStarted { agent, .. } => {
                 agents.insert(agent.to_lowercase());
             }
             Outcome::MessagePosted(message) => {
@@ -337,7 +339,11 @@ pub fn documents_for(state: &TavernState, outcomes: &[Outcome]) -> Vec<DocWrite>
             | Outcome::ModelReplied { .. }
             | Outcome::ToolCalled { .. }
             | Outcome::TaskRestarted { .. }
-            | Outcome::DocumentEditRecorded { .. } => {}
+            | Outcome::DocumentEditRecorded { .. }
+            | Outcome::PendingOpened { .. }
+            | Outcome::PendingSettled { .. }
+            | Outcome::SessionTurn { .. }
+            | Outcome::Activity { .. } => {}
         }
     }
     let mut writes = Vec::new();

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 use tavern_plugin_api::{
-    AgentKind, AgentState, AgentView, Commitment, Expert, Modes, RestartStrategy, TaskMode,
+    AgentKind, AgentState, AgentView, Commitment, Expert, Modes, RestartStrategy, TaskMode, Usage,
 };
 
 use super::intent::{Actor, Intent};
-use super::outcome::{Message, MessageKind, NewAgent, Outcome, Party};
+use super::outcome::{Message, MessageKind, NewAgent, Outcome, Party, PendingItem, Settled};
 use super::TavernSchema;
 use crate::log::{Millis, Record, Seq, Status};
 
@@ -64,6 +64,16 @@ pub struct AgentNode {
     pub restarts: u32,
     /// When its most recent restarts happened (the restart limit counts those within a window).
     pub restart_times: Vec<Millis>,
+    /// Tokens (and cost, where known) its model calls used, in total.
+    pub usage: Usage,
+    /// Its runtime session id (the Claude Code CLI's), once one was started; resumed after a restart.
+    pub session: Option<String>,
+    /// The session's message uuids, one list per finished turn, oldest first.
+    pub session_turns: Vec<Vec<String>>,
+    /// Permission rules people added for this agent by answering "always".
+    pub rules: Vec<String>,
+    /// Whether its latest model reply came from a script (surfaces tag scripted speech).
+    pub scripted: bool,
 }
 
 impl AgentNode {
@@ -93,6 +103,11 @@ impl AgentNode {
             turns: 0,
             restarts: 0,
             restart_times: Vec::new(),
+            usage: Usage::default(),
+            session: None,
+            session_turns: Vec::new(),
+            rules: Vec::new(),
+            scripted: false,
         }
     }
 
@@ -163,6 +178,28 @@ pub struct TavernState {
     pub open: BTreeMap<Seq, OpenEntry>,
     /// Entries caused by a turn's tool calls: (turn seq, call index) → entry seq.
     pub caused: BTreeMap<(Seq, u32), Seq>,
+    /// Approvals and questions waiting for people, and those settled, by id.
+    pub pending: BTreeMap<u32, Pending>,
+}
+
+/// An approval or question for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// Its id (as people name it).
+    pub id: u32,
+    /// The agent waiting.
+    pub agent: String,
+    /// What waits.
+    pub item: PendingItem,
+    /// How it was settled, once it was, and by whom.
+    pub settled: Option<(String, Settled)>,
+}
+
+impl Pending {
+    /// Whether it still waits.
+    pub fn is_open(&self) -> bool {
+        self.settled.is_none()
+    }
 }
 
 impl TavernState {
@@ -173,6 +210,18 @@ impl TavernState {
 
     fn agent_mut(&mut self, name: &str) -> Option<&mut AgentNode> {
         self.agents.get_mut(&name.to_lowercase())
+    }
+
+    /// The id the next pending item gets.
+    pub fn next_pending_id(&self) -> u32 {
+        self.pending.keys().next_back().map_or(1, |id| id + 1)
+    }
+
+    /// Items still waiting for a person whose agent is alive, oldest first.
+    pub fn open_pending(&self) -> impl Iterator<Item = &Pending> {
+        self.pending
+            .values()
+            .filter(|p| p.is_open() && self.agent(&p.agent).is_some_and(|n| !n.state.is_dead()))
     }
 
     /// Every agent in summon order.
@@ -400,12 +449,59 @@ impl TavernState {
                     }
                 }
             }
-            Outcome::ModelReplied { agent, .. } => {
+            Outcome::ModelReplied {
+                agent,
+                reply,
+                scripted,
+                ..
+            } => {
                 if let Some(node) = self.agent_mut(agent) {
                     node.turns += 1;
+                    node.scripted = *scripted;
+                    if let Some(usage) = &reply.usage {
+                        node.usage.add(usage);
+                    }
                 }
             }
-            Outcome::ToolCalled { .. } | Outcome::DocumentEditRecorded { .. } => {}
+            Outcome::PendingOpened { id, agent, item } => {
+                self.pending.insert(
+                    *id,
+                    Pending {
+                        id: *id,
+                        agent: agent.clone(),
+                        item: item.clone(),
+                        settled: None,
+                    },
+                );
+            }
+            Outcome::PendingSettled { id, by, settled } => {
+                if let Some(p) = self.pending.get_mut(id) {
+                    p.settled = Some((by.clone(), settled.clone()));
+                }
+            }
+            Outcome::RuleAdded { agent, rule } => {
+                if let Some(node) = self.agent_mut(agent) {
+                    if !node.rules.contains(rule) {
+                        node.rules.push(rule.clone());
+                    }
+                    node.updated = ts;
+                }
+            }
+            Outcome::SessionStarted { agent, session } => {
+                if let Some(node) = self.agent_mut(agent) {
+                    node.session = Some(session.clone());
+                }
+            }
+            Outcome::SessionTurn {
+                agent, messages, ..
+            } => {
+                if let Some(node) = self.agent_mut(agent) {
+                    node.session_turns.push(messages.clone());
+                }
+            }
+            Outcome::ToolCalled { .. }
+            | Outcome::DocumentEditRecorded { .. }
+            | Outcome::Activity { .. } => {}
             Outcome::TaskRestarted { agent, .. } => {
                 if let Some(node) = self.agent_mut(agent) {
                     node.restarts += 1;

@@ -44,7 +44,8 @@ impl Scenario {
         let mut env = DecideEnv {
             now: 1_000 + self.seq,
             new_id: &mut new_id,
-            default_model: None,
+            models: &Default::default(),
+            claude_cli_missing: None,
             max_restarts: 2,
             restart_window: 60_000,
             project: std::path::Path::new("/project"),
@@ -148,7 +149,8 @@ impl Scenario {
         let mut env = DecideEnv {
             now: 5_000,
             new_id: &mut new_id,
-            default_model: None,
+            models: &Default::default(),
+            claude_cli_missing: None,
             max_restarts: 2,
             restart_window: 60_000,
             project: std::path::Path::new("/project"),
@@ -703,7 +705,8 @@ fn a_turns_reply_goes_to_the_requester() {
     let mut env = DecideEnv {
         now: 9,
         new_id: &mut new_id,
-        default_model: None,
+        models: &Default::default(),
+        claude_cli_missing: None,
         max_restarts: 2,
         restart_window: 60_000,
         project: std::path::Path::new("/project"),

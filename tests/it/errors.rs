@@ -93,7 +93,7 @@ async fn malformed_config_names_the_key() {
     let (ok, _, stderr) = run_tavern(project.path(), &["--model", "gpt:5", "console"], "").await;
     assert!(!ok);
     assert!(
-        stderr.contains("model.default") && stderr.contains("gpt:5"),
+        stderr.contains("--model") && stderr.contains("gpt:5"),
         "{stderr}"
     );
     // None of these created any state.

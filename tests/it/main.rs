@@ -5,10 +5,15 @@
 
 mod support;
 
+mod agents;
+mod backends;
 mod bus;
+mod claude_session;
 mod console;
 mod crash;
 mod documents;
 mod errors;
+mod fakes;
+mod fakes_selftest;
 mod replay;
 mod tree;

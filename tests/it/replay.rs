@@ -160,8 +160,9 @@ async fn settle(app: &App) {
         loop {
             let busy = app.tavern.read_head(|s| {
                 !s.open.is_empty()
-                    || s.agents_in_order()
-                        .any(|n| tavern::tree::wants_turn(s, &n.name))
+                    || s.agents_in_order().any(|n| {
+                        tavern::tree::wants_turn(s, &n.name, &app.tavern.settings().models)
+                    })
             });
             if !busy {
                 return;
@@ -189,7 +190,7 @@ async fn settle(app: &App) {
                         .collect::<Vec<_>>(),
                 ),
                 s.agents_in_order()
-                    .filter(|n| tavern::tree::wants_turn(s, &n.name))
+                    .filter(|n| tavern::tree::wants_turn(s, &n.name, &app.tavern.settings().models))
                     .map(|n| format!("{} {}", n.name, n.state))
                     .collect::<Vec<_>>(),
             )
@@ -315,7 +316,7 @@ async fn state_as_of_n_branches_and_edits() {
 
     let project = Project::new();
     let mut cfg = config(&project, &project.write("script.toml", SCRIPT));
-    cfg.default_model = None;
+    cfg.models = Default::default();
     let app = App::start(cfg).await.unwrap();
     let mut snapshots = Vec::new();
     for assignment in ["one", "two", "three"] {

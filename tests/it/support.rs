@@ -59,8 +59,12 @@ pub fn tavern_command(project: &Path, args: &[&str]) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // Tests are hermetic: a developer's own keys, model addresses or CLI settings never reach them.
     for (key, _) in std::env::vars() {
-        if key.starts_with("TAVERN_") && key != "TAVERN_CONSOLE__USER" {
+        let foreign = key.starts_with("ANTHROPIC_")
+            || key.starts_with("OPENAI_")
+            || key.starts_with("CLAUDE_");
+        if foreign || (key.starts_with("TAVERN_") && key != "TAVERN_CONSOLE__USER") {
             command.env_remove(key);
         }
     }
@@ -80,11 +84,18 @@ pub struct Console {
 impl Console {
     /// Starts `tavern console` on the project with extra arguments.
     pub fn start(project: &Path, args: &[&str]) -> Console {
+        Console::start_with_env(project, args, &[])
+    }
+
+    /// Starts `tavern console` with extra arguments and environment variables.
+    pub fn start_with_env(project: &Path, args: &[&str], env: &[(String, String)]) -> Console {
         let mut all = vec!["console"];
         all.extend_from_slice(args);
-        let mut child = tavern_command(project, &all)
-            .spawn()
-            .expect("start the tavern binary");
+        let mut command = tavern_command(project, &all);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start the tavern binary");
         let stdin = child.stdin.take();
         let (tx, lines) = mpsc::unbounded_channel();
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -424,7 +435,9 @@ pub fn test_config(
         project: project.path().to_path_buf(),
         tavern_dir: project.tavern(),
         theme: theme.to_string(),
-        default_model: model,
+        models: tavern::model::KindModels::all(model.map(|m| m.to_string())),
+        max_retries: 1,
+        permissions: Default::default(),
         max_concurrent_calls: 4,
         verify_timeout: Duration::from_secs(10),
         output_limit: 1024,
