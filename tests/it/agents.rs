@@ -339,3 +339,124 @@ async fn a_missing_cli_is_a_clear_error_at_summon_time() {
     console.expect_contains("/nonexistent/claude").await;
     assert!(fake.requests().is_empty());
 }
+
+/// Only an Anthropic address and key, nothing configured: the defaults put Jake and drones on the API
+/// and mortals in the CLI.
+fn api_env(fake: &FakeAnthropic, home: &Path) -> Vec<(String, String)> {
+    cli_env(fake, home)
+        .into_iter()
+        .filter(|(key, _)| !key.starts_with("TAVERN_MODEL__"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_only_a_key_jake_and_drones_use_the_api_and_mortals_the_cli() {
+    let project = Project::new();
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeAnthropic::start();
+    fake.script(
+        "Jake",
+        vec![
+            Step::tools(
+                Some("On it."),
+                vec![
+                    crate::fakes::ToolUse::new(
+                        "summon_agent",
+                        json!({"assignment": "Count the files", "type": "drone", "name": "Merry"}),
+                    ),
+                    crate::fakes::ToolUse::new(
+                        "summon_agent",
+                        json!({"assignment": "Say hello", "name": "Frodo"}),
+                    ),
+                ],
+            ),
+            // The second call of the same turn carries the tools' results.
+            Step::text("Jake heard: {last_user}"),
+        ],
+    );
+    fake.script("Merry", vec![Step::text("Merry counted.")]);
+    fake.script("Frodo", vec![Step::text("Frodo says hello.")]);
+    let mut console = start(&project, &api_env(&fake, home.path()));
+    console
+        .expect_contains("models: jake anthropic:claude-sonnet-5, mortal claude-code")
+        .await;
+    console.send("get me two helpers").await;
+    console
+        .expect_all(&[
+            "+ Merry (drone) summoned under Jake: Count the files",
+            "+ Frodo (mortal) summoned under Jake: Say hello",
+            "[Jake] On it.",
+            "[Merry] Merry counted.",
+            "[Frodo] Frodo says hello.",
+        ])
+        .await;
+    let jake = fake.requests_for("Jake");
+    assert_eq!(jake[0].body["model"], "claude-sonnet-5");
+    assert!(
+        sent_text(&jake[1]).contains("Summoned Merry"),
+        "no tool round trip"
+    );
+    // Frodo's request came from the CLI (it sends its session header); Merry's from Tavern's client.
+    assert!(fake.requests_for("Frodo")[0]
+        .header("x-claude-code-session-id")
+        .is_some());
+    assert!(fake.requests_for("Merry")[0]
+        .header("x-claude-code-session-id")
+        .is_none());
+    console.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_stays_overloaded_fails_the_turn_visibly_with_its_message() {
+    let project = Project::new();
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeAnthropic::start();
+    fake.script("Jake", vec![Step::overloaded(); 12]);
+    let mut env = api_env(&fake, home.path());
+    env.push(("TAVERN_MODEL__MAX_RETRIES".into(), "1".into()));
+    env.push(("TAVERN_SUPERVISOR__MAX_RESTARTS".into(), "1".into()));
+    let mut console = start(&project, &env);
+    console.send("hello?").await;
+    let line = console.expect_contains("Overloaded").await;
+    assert!(line.contains("529"), "{line}");
+    console
+        .expect_contains("Jake could not answer after 2 tries")
+        .await;
+    console.quit().await;
+    // One try and one retry per turn, and one restart of the turn: four requests in all.
+    assert_eq!(fake.requests_for("Jake").len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_agents_under_a_cap_of_ten_never_have_more_than_ten_calls_in_flight() {
+    let project = Project::new();
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeAnthropic::start();
+    fake.set_delay(std::time::Duration::from_millis(300));
+    let mut env = api_env(&fake, home.path());
+    env.push(("TAVERN_MODEL__MAX_CONCURRENT_CALLS".into(), "10".into()));
+    env.push(("TAVERN_MODEL__JAKE".into(), "none".into()));
+    let mut console = start(&project, &env);
+    console.expect_contains("Type to talk to Jake").await;
+    for i in 0..30 {
+        console
+            .send(&format!("/summon Task {i} --type drone --name Drone{i}"))
+            .await;
+    }
+    assert!(
+        fake.wait_for_requests_async(30, std::time::Duration::from_secs(60))
+            .await,
+        "only {} requests arrived",
+        fake.model_requests().len()
+    );
+    assert!(
+        fake.wait_for_idle_async(std::time::Duration::from_secs(30))
+            .await
+    );
+    assert_eq!(
+        fake.max_in_flight(),
+        10,
+        "the cap was not reached or was exceeded"
+    );
+    console.quit().await;
+}
