@@ -163,6 +163,12 @@ pub fn parse(line: &str, jake: &str) -> Result<Option<Command>, UsageError> {
                 ))
             }
         },
+        "interrupt" => match words.as_slice() {
+            [agent] => Command::Submit(Intent::Interrupt {
+                agent: agent.to_string(),
+            }),
+            _ => return Err(usage("/interrupt NAME")),
+        },
         "deny" => match words.split_first() {
             Some((id, reason)) => Command::Submit(Intent::Answer {
                 id: pending_id(id, "/deny ID [REASON]")?,

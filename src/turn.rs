@@ -276,10 +276,15 @@ pub async fn run_turn(
     stop: &CancellationToken,
     runtime: &mut AgentRuntime,
 ) -> TurnEnd {
+    // Subscribed before anything runs, so an interrupt cannot slip past unseen.
+    let interrupts = Interrupts::watch(tavern, agent, seq);
     let Some(plan) = tavern.read_head(|s| plan(s, agent, seq)) else {
         return TurnEnd::Failed(format!("turn #{seq} of {agent} is not open"));
     };
     let inbox_from = plan.inbox_from;
+    // The turn's own stop: the agent's stop, or a person's interrupt of this turn only.
+    let turn_stop = stop.child_token();
+    let stop = &turn_stop;
     let spec = tavern
         .settings()
         .models
@@ -307,7 +312,7 @@ pub async fn run_turn(
         let Some(_permit) = sidecar.permit(stop).await else {
             return TurnEnd::Cancelled;
         };
-        return cli::run(recorder, plan, model, runtime).await;
+        return cli::run(recorder, plan, model, runtime, interrupts).await;
     }
     let model = match models.get(&parsed) {
         Ok(model) => model,
@@ -340,7 +345,19 @@ pub async fn run_turn(
         tools: Arc::new(TurnTools(recorder.clone())),
         bus: Arc::new(TurnBus(recorder.clone())),
     };
-    let outcome = registry::plugin(plan.kind).turn(&ctx, input).await;
+    let mut interrupts = interrupts;
+    let turn = registry::plugin(plan.kind).turn(&ctx, input);
+    tokio::pin!(turn);
+    let outcome = tokio::select! {
+        outcome = &mut turn => outcome,
+        by = interrupts.next() => {
+            // The model call is cancelled and further effects are refused; the plugin returns at
+            // once, and the turn closes with what it did so far.
+            turn_stop.cancel();
+            let _ = turn.await;
+            return close_interrupted(tavern, agent, seq, &by).await;
+        }
+    };
     if recorder.stopping() {
         // Whatever the plugin made of it, a stopped turn records nothing more: it stays open and the
         // agent's next task resumes it from what was recorded.
@@ -367,6 +384,70 @@ pub async fn run_turn(
         }
         Err(AgentError::Model(ModelError::Cancelled)) => TurnEnd::Cancelled,
         Err(e) => fail(tavern, agent, seq, inbox_from, e.to_string()).await,
+    }
+}
+
+/// Watches for people interrupting one agent's turn.
+struct Interrupts {
+    tavern: Tavern,
+    agent: String,
+    events: tokio::sync::broadcast::Receiver<Arc<crate::executor::Event>>,
+    /// The turn's entry.
+    seq: Seq,
+}
+
+impl Interrupts {
+    fn watch(tavern: &Tavern, agent: &str, seq: Seq) -> Interrupts {
+        Interrupts {
+            tavern: tavern.clone(),
+            agent: agent.to_string(),
+            events: tavern.subscribe(),
+            seq,
+        }
+    }
+
+    /// Resolves with who interrupted, once someone does; pending forever if Tavern's events end.
+    /// Cancellation-safe, so it can sit in a `select!` for the whole turn.
+    async fn next(&mut self) -> String {
+        use tokio::sync::broadcast::error::RecvError;
+        // Bounded by events: each iteration waits for one. The state, not the event, says whether an
+        // interrupt happened, so a lagged receiver or an event still in flight cannot hide one.
+        loop {
+            let by = self.tavern.read_head(|s| {
+                s.agent(&self.agent)
+                    .and_then(|n| n.interrupted.clone())
+                    .filter(|(turn, _)| *turn == self.seq)
+                    .map(|(_, by)| by)
+            });
+            if let Some(by) = by {
+                return by;
+            }
+            match self.events.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    }
+}
+
+/// Closes a turn a person interrupted: what it did stands, its input counts as read, and the agent
+/// waits for new input.
+async fn close_interrupted(tavern: &Tavern, agent: &str, seq: Seq, by: &str) -> TurnEnd {
+    let result = tavern
+        .update(
+            seq,
+            Status::Cancelled,
+            Vec::new(),
+            Some(format!("{agent}'s turn was interrupted by @{by}")),
+        )
+        .await;
+    match result {
+        Ok(()) | Err(ExecError::NotOpen(_)) => TurnEnd::Completed,
+        Err(ExecError::ShuttingDown) => TurnEnd::Cancelled,
+        Err(e) => {
+            tracing::error!("could not record that {agent}'s turn #{seq} was interrupted: {e}");
+            TurnEnd::Failed(e.to_string())
+        }
     }
 }
 

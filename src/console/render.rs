@@ -212,6 +212,9 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
                 }
                 Settled::Answered => format!("✓ @{by} answered #{id}"),
             }),
+            Outcome::TurnInterrupted { agent, by, .. } => {
+                lines.push(format!("! @{by} interrupted {agent}'s turn"))
+            }
             Outcome::RuleAdded { agent, rule } => {
                 lines.push(format!("· {agent} may now use {rule} without asking"))
             }
@@ -241,6 +244,11 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
             | Outcome::ModelReplied { .. }
             | Outcome::SessionTurn { .. }
             | Outcome::ToolCalled { .. } => {}
+        }
+    }
+    if event.status == Status::Cancelled {
+        if let Some(error) = &event.error {
+            lines.push(format!("· {error}"));
         }
     }
     if event.status == Status::Failed {
@@ -330,6 +338,7 @@ Talk to Jake by typing. Commands (they need no model):
                             add a commitment (a shell assertion; exit 0 = pass)
   /done NAME                signal done for NAME: Tavern runs its assertions
   /approve NAME N           sign off NAME's commitment #N
+  /interrupt NAME           stop NAME's running turn; what it did stands and it waits for you
   /pending                  tool calls waiting for approval and agents' open questions
   /approve ID               let a pending tool call run once
   /deny ID [REASON]         refuse it; the reason goes back to the agent

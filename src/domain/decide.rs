@@ -308,6 +308,29 @@ pub fn decide(
             request_approval(state, actor, agent, tool, input)
         }
         Intent::Answer { id, answer } => answer_pending(state, actor, *id, answer, env),
+        Intent::Interrupt { agent } => {
+            let node = live(state, agent)?;
+            let Actor::User(by) = actor else {
+                return Err(DomainError::NotAllowed(
+                    "only people interrupt agents".into(),
+                ));
+            };
+            let turn = state.open.iter().find_map(|(seq, open)| {
+                matches!(&open.intent, Intent::TakeTurn { agent: a } if a.eq_ignore_ascii_case(&node.name))
+                    .then_some(*seq)
+            });
+            let Some(turn) = turn else {
+                return Err(DomainError::NotAllowed(format!(
+                    "{} is not taking a turn now, so there is nothing to interrupt",
+                    node.name
+                )));
+            };
+            Ok(Decision::done(vec![Outcome::TurnInterrupted {
+                agent: node.name.clone(),
+                by: by.clone(),
+                turn,
+            }]))
+        }
         Intent::EditDocument {
             path,
             content,

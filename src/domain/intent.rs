@@ -222,6 +222,12 @@ pub enum Intent {
         /// The tool's input.
         input: serde_json::Value,
     },
+    /// A person interrupts an agent's running turn: its model stops, what it did so far stands, and it
+    /// waits for new input.
+    Interrupt {
+        /// The agent.
+        agent: String,
+    },
     /// A person answers a pending approval or question, by its id as `/pending` shows it.
     Answer {
         /// The pending item's id.
@@ -264,6 +270,7 @@ impl Intent {
             Intent::RestartAgent { .. } => "restart_agent",
             Intent::RequestApproval { .. } => "request_approval",
             Intent::Answer { .. } => "answer",
+            Intent::Interrupt { .. } => "interrupt",
             Intent::EditDocument { .. } => "edit_document",
         }
     }
@@ -329,6 +336,7 @@ impl Intent {
                     clip(&input_summary(input))
                 )
             }
+            Intent::Interrupt { agent } => format!("interrupt {agent}"),
             Intent::Answer { id, answer } => match answer {
                 Answer::Allow => format!("allow #{id}"),
                 Answer::Deny { reason } => format!(

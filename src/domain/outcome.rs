@@ -321,6 +321,15 @@ pub enum Outcome {
         /// How.
         settled: Settled,
     },
+    /// A person interrupted an agent's running turn (the turn's task stops it and closes the turn).
+    TurnInterrupted {
+        /// The agent.
+        agent: String,
+        /// Who interrupted it.
+        by: String,
+        /// The turn's entry.
+        turn: Seq,
+    },
     /// A permission rule was added for one agent (a person answered "always").
     RuleAdded {
         /// The agent.

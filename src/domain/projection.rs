@@ -343,6 +343,7 @@ pub fn documents_for(state: &TavernState, outcomes: &[Outcome]) -> Vec<DocWrite>
             | Outcome::PendingOpened { .. }
             | Outcome::PendingSettled { .. }
             | Outcome::SessionTurn { .. }
+            | Outcome::TurnInterrupted { .. }
             | Outcome::Activity { .. } => {}
         }
     }

@@ -74,6 +74,9 @@ pub struct AgentNode {
     pub rules: Vec<String>,
     /// Whether its latest model reply came from a script (surfaces tag scripted speech).
     pub scripted: bool,
+    /// The latest of its turns a person interrupted, and who did (the running turn watches for its own
+    /// entry here, so an interrupt recorded before the turn's task looked is still seen).
+    pub interrupted: Option<(Seq, String)>,
 }
 
 impl AgentNode {
@@ -108,6 +111,7 @@ impl AgentNode {
             session_turns: Vec::new(),
             rules: Vec::new(),
             scripted: false,
+            interrupted: None,
         }
     }
 
@@ -497,6 +501,11 @@ impl TavernState {
             } => {
                 if let Some(node) = self.agent_mut(agent) {
                     node.session_turns.push(messages.clone());
+                }
+            }
+            Outcome::TurnInterrupted { agent, by, turn } => {
+                if let Some(node) = self.agent_mut(agent) {
+                    node.interrupted = Some((*turn, by.clone()));
                 }
             }
             Outcome::ToolCalled { .. }

@@ -15,9 +15,11 @@ use tavern_plugin_api::{ModelReply, StopReason, ToolCall, ToolName, ToolResult, 
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::{fail, Act, Effect, Recorder, TurnEnd, TurnPlan};
+use super::{close_interrupted, fail, Act, Effect, Interrupts, Recorder, TurnEnd, TurnPlan};
 use crate::claude::{CliEvent, CliOptions, CliSession, McpCall, McpTool, SessionStart, TurnResult};
-use crate::domain::{input_summary, Activity, Actor, Intent, Outcome, Settled, TavernState};
+use crate::domain::{
+    input_summary, Activity, Actor, Intent, Outcome, PendingItem, Settled, TavernState,
+};
 use crate::executor::{ExecError, Receipt, Tavern};
 use crate::log::{Seq, Status};
 use crate::permission::{Decision, Rule, Rules};
@@ -131,6 +133,7 @@ pub(super) async fn run(
     plan: TurnPlan,
     model: Option<String>,
     runtime: &mut AgentRuntime,
+    mut interrupts: Interrupts,
 ) -> TurnEnd {
     let tavern = recorder.tavern.clone();
     let agent = recorder.agent.clone();
@@ -166,6 +169,7 @@ pub(super) async fn run(
         let event = tokio::select! {
             _ = recorder.stop.cancelled() => None,
             _ = tavern.cancel_token().cancelled() => None,
+            by = interrupts.next() => return interrupt(&tavern, &agent, seq, runtime, &by).await,
             event = tokio::time::timeout(LINE_TIMEOUT, session.next()) => Some(event),
         };
         let event = match event {
@@ -282,8 +286,27 @@ pub(super) async fn run(
                 input,
                 ..
             }) => {
-                if !permission(&recorder, runtime, &request_id, &tool_name, input).await {
-                    return TurnEnd::Cancelled;
+                match permission(
+                    &recorder,
+                    runtime,
+                    &mut interrupts,
+                    &request_id,
+                    &tool_name,
+                    input,
+                )
+                .await
+                {
+                    Waited::Answered => {}
+                    Waited::Stopped => return TurnEnd::Cancelled,
+                    Waited::Interrupted(by) => {
+                        if let Some(session) = runtime.cli.as_ref() {
+                            let reason = format!("@{by} interrupted this turn");
+                            if let Err(e) = session.deny(&request_id, &reason).await {
+                                tracing::debug!("could not deny {agent}'s pending call: {e}");
+                            }
+                        }
+                        return interrupt(&tavern, &agent, seq, runtime, &by).await;
+                    }
                 }
             }
             Some(CliEvent::McpCall(call)) => {
@@ -404,14 +427,25 @@ fn working_dir(tavern: &Tavern) -> PathBuf {
     tavern.settings().project.clone()
 }
 
-/// Decides one permission request and answers the CLI; false if the agent is stopping.
+/// How a wait for a person ended.
+enum Waited {
+    /// The request was answered (to the CLI too).
+    Answered,
+    /// The agent or Tavern is stopping.
+    Stopped,
+    /// A person interrupted the turn while it waited.
+    Interrupted(String),
+}
+
+/// Decides one permission request and answers the CLI.
 async fn permission(
     recorder: &Arc<Recorder>,
     runtime: &mut AgentRuntime,
+    interrupts: &mut Interrupts,
     request_id: &str,
     tool: &str,
     input: serde_json::Value,
-) -> bool {
+) -> Waited {
     let tavern = &recorder.tavern;
     let rules = tavern.read_head(|s| rules_for(tavern, s, &recorder.agent));
     let decision = rules.decide(tool, &input, &tavern.settings().project);
@@ -442,13 +476,13 @@ async fn permission(
             .await;
             Err(format!("Tavern's rule {rule} denies this call"))
         }
-        Decision::Ask => match ask_person(recorder, tool, &input).await {
-            Some(answer) => answer,
-            None => return false,
+        Decision::Ask => match ask_person(recorder, interrupts, tool, &input).await {
+            Ok(answer) => answer,
+            Err(waited) => return waited,
         },
     };
     let Some(session) = runtime.cli.as_ref() else {
-        return true;
+        return Waited::Answered;
     };
     let sent = match answer {
         Ok(()) => session.allow(request_id, input).await,
@@ -460,16 +494,17 @@ async fn permission(
             recorder.agent
         );
     }
-    true
+    Waited::Answered
 }
 
-/// Opens a pending approval (once, even across a restart) and waits for a person's answer; `None` if
-/// the agent is stopping first.
+/// Opens a pending approval (once, even across a restart) and waits for a person's answer: allowed,
+/// or denied with the reason for the model. Ends early if the agent stops or the turn is interrupted.
 async fn ask_person(
     recorder: &Arc<Recorder>,
+    interrupts: &mut Interrupts,
     tool: &str,
     input: &serde_json::Value,
-) -> Option<Result<(), String>> {
+) -> Result<Result<(), String>, Waited> {
     let tavern = &recorder.tavern;
     // Subscribe before asking, so the answer cannot slip past between the request and the wait.
     let mut events = tavern.subscribe();
@@ -478,21 +513,31 @@ async fn ask_person(
         tool: tool.to_string(),
         input: input.clone(),
     };
-    let (entry, receipt) = match recorder.effect(Act::Intent(intent)).await {
-        Effect::Done(result, receipt) if result.ok => (result, receipt),
-        Effect::Done(result, _) => return Some(Err(result.text)),
-        Effect::Aborted => return None,
+    let receipt = match recorder.effect(Act::Intent(intent)).await {
+        Effect::Done(result, receipt) if result.ok => receipt,
+        Effect::Done(result, _) => return Ok(Err(result.text)),
+        Effect::Aborted => return Err(Waited::Stopped),
     };
     let id = match receipt {
         Some(Receipt::Accepted { outcomes, .. }) => outcomes.iter().find_map(|o| match o {
             Outcome::PendingOpened { id, .. } => Some(*id),
             _ => None,
         }),
-        // Requested before a restart: find it in the state by its entry.
-        _ => pending_of_entry(tavern, &entry.text),
+        // Requested before a restart (the resumed turn asks again for the same call): the latest
+        // approval this agent opened for exactly this call is the one.
+        _ => tavern.read_head(|s| {
+            s.pending
+                .values()
+                .rev()
+                .find(|p| {
+                    p.agent.eq_ignore_ascii_case(&recorder.agent)
+                        && matches!(&p.item, PendingItem::Approval { tool: t, input: i } if t == tool && i == input)
+                })
+                .map(|p| p.id)
+        }),
     };
     let Some(id) = id else {
-        return Some(Err("Tavern could not open the approval request".into()));
+        return Ok(Err("Tavern could not open the approval request".into()));
     };
     // Bounded by people: each iteration handles one event, and the wait ends with the answer, the
     // agent's stop, or Tavern's shutdown.
@@ -500,28 +545,21 @@ async fn ask_person(
         if let Some(settled) =
             tavern.read_head(|s| s.pending.get(&id).and_then(|p| p.settled.clone()))
         {
-            return Some(match settled.1 {
+            return Ok(match settled.1 {
                 Settled::Allowed | Settled::AllowedAlways { .. } | Settled::Answered => Ok(()),
                 Settled::Denied { reason } => Err(reason),
             });
         }
         tokio::select! {
-            _ = recorder.stop.cancelled() => return None,
-            _ = tavern.cancel_token().cancelled() => return None,
+            _ = recorder.stop.cancelled() => return Err(Waited::Stopped),
+            _ = tavern.cancel_token().cancelled() => return Err(Waited::Stopped),
+            by = interrupts.next() => return Err(Waited::Interrupted(by)),
             event = events.recv() => match event {
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return None,
+                Err(RecvError::Closed) => return Err(Waited::Stopped),
             },
         }
     }
-}
-
-/// The pending id an approval request's recorded result names (`Waiting for approval #N`).
-fn pending_of_entry(_tavern: &Tavern, text: &str) -> Option<u32> {
-    text.split('#')
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
 }
 
 /// Runs one of Tavern's tools called over MCP; `None` if the agent is stopping.
@@ -615,6 +653,53 @@ async fn finish(
         Err(ExecError::ShuttingDown) => TurnEnd::Cancelled,
         Err(e) => TurnEnd::Failed(e.to_string()),
     }
+}
+
+/// How long an interrupted CLI gets to end its turn before its process is stopped.
+const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Interrupts the CLI's turn and closes it: the CLI stops its model call and ends the turn with an
+/// error result, which is awaited (refusing anything it still asks) so the process is ready for the
+/// next turn. A CLI that does not end its turn in time is stopped; the next turn resumes its session.
+async fn interrupt(
+    tavern: &Tavern,
+    agent: &str,
+    seq: Seq,
+    runtime: &mut AgentRuntime,
+    by: &str,
+) -> TurnEnd {
+    let settled = match runtime.cli.as_mut() {
+        None => true,
+        Some(session) => {
+            if let Err(e) = session.interrupt().await {
+                tracing::debug!("could not interrupt {agent}'s CLI: {e}");
+            }
+            let reason = format!("@{by} interrupted this turn");
+            let drain = async {
+                // Bounded by the grace period around it; each iteration consumes one line.
+                loop {
+                    match session.next().await {
+                        None | Some(CliEvent::Exited(_)) => return false,
+                        Some(CliEvent::TurnEnd(_)) => return true,
+                        Some(CliEvent::Permission { request_id, .. }) => {
+                            let _ = session.deny(&request_id, &reason).await;
+                        }
+                        Some(CliEvent::McpCall(call)) => {
+                            let _ = session.tool_result(&call, &reason, true).await;
+                        }
+                        Some(_) => {}
+                    }
+                }
+            };
+            tokio::time::timeout(INTERRUPT_GRACE, drain)
+                .await
+                .unwrap_or(false)
+        }
+    };
+    if !settled {
+        runtime.close().await;
+    }
+    close_interrupted(tavern, agent, seq, by).await
 }
 
 /// The CLI process died: the turn fails and the agent is reaped, with the stderr tail in the reason its

@@ -460,3 +460,66 @@ async fn thirty_agents_under_a_cap_of_ten_never_have_more_than_ten_calls_in_flig
     );
     console.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupting_an_agent_stops_its_turn_and_it_takes_the_next_one() {
+    let project = Project::new();
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeAnthropic::start();
+    fake.script(
+        "Frodo",
+        vec![
+            Step::text("too late"),
+            Step::text("Frodo after: {last_user}"),
+        ],
+    );
+    fake.script(
+        "Jake",
+        vec![
+            Step::text("too late"),
+            Step::text("Jake after: {last_user}"),
+        ],
+    );
+    // Every model call hangs until the interrupt.
+    fake.set_delay(std::time::Duration::from_secs(60));
+    let mut env = api_env(&fake, home.path());
+    env.retain(|(key, _)| key != "CLAUDE_CODE_MAX_RETRIES");
+    let mut console = start(&project, &env);
+    console.send("/summon Take your time --name Frodo").await;
+    console.send("hello Jake").await;
+    assert!(
+        fake.wait_for_requests_async(2, std::time::Duration::from_secs(60))
+            .await
+    );
+    console.send("/interrupt Frodo").await;
+    console.send("/interrupt Jake").await;
+    console
+        .expect_all(&[
+            "! @alice interrupted Frodo's turn",
+            "! @alice interrupted Jake's turn",
+            "· Frodo's turn was interrupted by @alice",
+            "· Jake's turn was interrupted by @alice",
+        ])
+        .await;
+    assert!(
+        fake.wait_for_idle_async(std::time::Duration::from_secs(30))
+            .await
+    );
+    fake.set_delay(std::time::Duration::ZERO);
+    // Nothing is running now, so there is nothing to interrupt.
+    console.send("/interrupt Frodo").await;
+    console.expect_contains("is not taking a turn now").await;
+    console.send("/join Frodo").await;
+    console.send("go on").await;
+    console.send("/leave").await;
+    console.send("and you, Jake").await;
+    console
+        .expect_all(&["[Frodo] Frodo after:", "[Jake] Jake after:"])
+        .await;
+    let transcript = console.quit().await;
+    assert!(!transcript.iter().any(|l| l.contains("too late")));
+    // The CLI knows its turn was cut short, and both agents answered from the same conversation.
+    let frodo = fake.requests_for("Frodo");
+    assert!(sent_text(frodo.last().unwrap()).contains("interrupted"));
+    assert!(sent_text(fake.requests_for("Jake").last().unwrap()).contains("and you, Jake"));
+}
