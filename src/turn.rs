@@ -278,7 +278,7 @@ pub async fn run_turn(
 ) -> TurnEnd {
     // Subscribed before anything runs, so an interrupt cannot slip past unseen.
     let interrupts = Interrupts::watch(tavern, agent, seq);
-    let Some(plan) = tavern.read_head(|s| plan(s, agent, seq)) else {
+    let Some(mut plan) = tavern.read_head(|s| plan(s, agent, seq)) else {
         return TurnEnd::Failed(format!("turn #{seq} of {agent} is not open"));
     };
     let inbox_from = plan.inbox_from;
@@ -294,19 +294,19 @@ pub async fn run_turn(
         Ok(parsed) => parsed,
         Err(e) => return fail(tavern, agent, seq, inbox_from, e.to_string()).await,
     };
+    let recorder = Arc::new(Recorder {
+        tavern: tavern.clone(),
+        sidecar: sidecar.clone(),
+        seq,
+        agent: agent.to_string(),
+        stop: stop.clone(),
+        aborted: AtomicBool::new(false),
+        replies: Mutex::new(std::mem::take(&mut plan.replies)),
+        next_effect: AtomicU32::new(0),
+        results: std::mem::take(&mut plan.results),
+        caused: std::mem::take(&mut plan.caused),
+    });
     if let ModelSpec::ClaudeCode { model } = parsed {
-        let recorder = Arc::new(Recorder {
-            tavern: tavern.clone(),
-            sidecar: sidecar.clone(),
-            seq,
-            agent: agent.to_string(),
-            stop: stop.clone(),
-            aborted: AtomicBool::new(false),
-            replies: Mutex::new(plan.replies.clone()),
-            next_effect: AtomicU32::new(0),
-            results: plan.results.clone(),
-            caused: plan.caused.clone(),
-        });
         // The CLI turn runs under one of the sidecar's permits, like any model call, so the global cap
         // holds across runtimes.
         let Some(_permit) = sidecar.permit(stop).await else {
@@ -324,18 +324,6 @@ pub async fn run_turn(
         messages: plan.messages,
         turn: plan.turn,
     };
-    let recorder = Arc::new(Recorder {
-        tavern: tavern.clone(),
-        sidecar: sidecar.clone(),
-        seq,
-        agent: agent.to_string(),
-        stop: stop.clone(),
-        aborted: AtomicBool::new(false),
-        replies: Mutex::new(plan.replies),
-        next_effect: AtomicU32::new(0),
-        results: plan.results,
-        caused: plan.caused,
-    });
     let ctx = AgentContext {
         node: plan.view,
         model: Arc::new(RecordingModel {
@@ -364,24 +352,7 @@ pub async fn run_turn(
         return TurnEnd::Cancelled;
     }
     match outcome {
-        Ok(output) => {
-            let agent_name = agent.to_string();
-            let text = output.reply.text.clone();
-            let recorded = tavern
-                .update_with(seq, move |state, env| {
-                    (
-                        Status::Executed,
-                        crate::domain::decide::finish_turn(state, &agent_name, &text, env),
-                        None,
-                    )
-                })
-                .await;
-            match recorded {
-                Ok(_) => TurnEnd::Completed,
-                Err(ExecError::ShuttingDown) => TurnEnd::Cancelled,
-                Err(e) => TurnEnd::Failed(e.to_string()),
-            }
-        }
+        Ok(output) => complete(tavern, agent, seq, output.reply.text).await,
         Err(AgentError::Model(ModelError::Cancelled)) => TurnEnd::Cancelled,
         Err(e) => fail(tavern, agent, seq, inbox_from, e.to_string()).await,
     }
@@ -464,6 +435,26 @@ fn parse_spec(tavern: &Tavern, spec: Option<&str>, agent: &str) -> Result<ModelS
             agent: agent.to_string(),
         })?;
     Ok(parsed)
+}
+
+/// Records a finished turn: its reply becomes the agent's message (see
+/// [`crate::domain::decide::finish_turn`]).
+async fn complete(tavern: &Tavern, agent: &str, seq: Seq, text: String) -> TurnEnd {
+    let agent = agent.to_string();
+    let recorded = tavern
+        .update_with(seq, move |state, env| {
+            (
+                Status::Executed,
+                crate::domain::decide::finish_turn(state, &agent, &text, env),
+                None,
+            )
+        })
+        .await;
+    match recorded {
+        Ok(_) => TurnEnd::Completed,
+        Err(ExecError::ShuttingDown) => TurnEnd::Cancelled,
+        Err(e) => TurnEnd::Failed(e.to_string()),
+    }
 }
 
 /// Records a failed turn (see [`crate::domain::decide::fail_turn`] for what happens to its input).

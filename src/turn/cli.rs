@@ -15,13 +15,15 @@ use tavern_plugin_api::{ModelReply, StopReason, ToolCall, ToolName, ToolResult, 
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::{close_interrupted, fail, Act, Effect, Interrupts, Recorder, TurnEnd, TurnPlan};
+use super::{
+    close_interrupted, complete, fail, Act, Effect, Interrupts, Recorder, TurnEnd, TurnPlan,
+};
 use crate::claude::{CliEvent, CliOptions, CliSession, McpCall, McpTool, SessionStart, TurnResult};
 use crate::domain::{
     input_summary, Activity, Actor, Intent, Outcome, PendingItem, Settled, TavernState,
 };
-use crate::executor::{ExecError, Receipt, Tavern};
-use crate::log::{Seq, Status};
+use crate::executor::{Receipt, Tavern};
+use crate::log::Seq;
 use crate::permission::{Decision, Rule, Rules};
 use crate::registry;
 
@@ -105,16 +107,12 @@ fn turn_text(plan: &TurnPlan, state: &TavernState, agent: &str) -> String {
         if !node.commitments.is_empty() {
             out.push_str(" Your commitments:");
             for (i, c) in node.commitments.iter().enumerate() {
-                let status = match &c.last_check {
-                    Some(check) if check.passed => "passed",
-                    Some(_) => "FAILED",
-                    None => "not checked yet",
-                };
                 out.push_str(&format!(
-                    " {}. {} `{}` ({status});",
+                    " {}. {} `{}` ({});",
                     i + 1,
                     c.description,
-                    c.assertion
+                    c.assertion,
+                    c.check_status()
                 ));
             }
         }
@@ -638,21 +636,7 @@ async fn finish(
     if !recorded {
         return TurnEnd::Cancelled;
     }
-    let text = result.text;
-    let done = tavern
-        .update_with(seq, move |state, env| {
-            (
-                Status::Executed,
-                crate::domain::decide::finish_turn(state, &agent, &text, env),
-                None,
-            )
-        })
-        .await;
-    match done {
-        Ok(_) => TurnEnd::Completed,
-        Err(ExecError::ShuttingDown) => TurnEnd::Cancelled,
-        Err(e) => TurnEnd::Failed(e.to_string()),
-    }
+    complete(tavern, &agent, seq, result.text).await
 }
 
 /// How long an interrupted CLI gets to end its turn before its process is stopped.

@@ -46,12 +46,9 @@ fn sent_text(request: &Recorded) -> String {
     request.body["messages"].to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cli_mortal_writes_commits_through_tavern_and_is_verified_done() {
-    let project = Project::new();
-    let home = tempfile::tempdir().unwrap();
-    let fake = FakeAnthropic::start();
-    let file = project.path().join("hello.txt");
+/// Frodo's script: write `file` with the Write tool, commit to it through Tavern's MCP tool, signal done,
+/// then say `last`.
+fn script_hello(fake: &FakeAnthropic, file: &Path, last: &str) {
     fake.script(
         "Frodo",
         vec![
@@ -64,9 +61,18 @@ async fn a_cli_mortal_writes_commits_through_tavern_and_is_verified_done() {
                 json!({"description": "hello.txt exists", "assertion": "test -f hello.txt"}),
             ),
             Step::tool("mcp__tavern__signal_done", json!({})),
-            Step::text("All done: {last_user}"),
+            Step::text(last),
         ],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_mortal_writes_commits_through_tavern_and_is_verified_done() {
+    let project = Project::new();
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeAnthropic::start();
+    let file = project.path().join("hello.txt");
+    script_hello(&fake, &file, "All done: {last_user}");
     let mut console = start(&project, &cli_env(&fake, home.path()));
     console.expect_contains("Type to talk to Jake").await;
     console.send("/summon Write hello.txt --name Frodo").await;
@@ -275,21 +281,7 @@ async fn replaying_a_cli_session_starts_no_process_and_calls_no_api() {
     let home = tempfile::tempdir().unwrap();
     let fake = FakeAnthropic::start();
     let file = project.path().join("hello.txt");
-    fake.script(
-        "Frodo",
-        vec![
-            Step::tool(
-                "Write",
-                json!({"file_path": file.display().to_string(), "content": "hello\n"}),
-            ),
-            Step::tool(
-                "mcp__tavern__add_commitment",
-                json!({"description": "hello.txt exists", "assertion": "test -f hello.txt"}),
-            ),
-            Step::tool("mcp__tavern__signal_done", json!({})),
-            Step::text("Done."),
-        ],
-    );
+    script_hello(&fake, &file, "Done.");
     let env = cli_env(&fake, home.path());
     let mut console = start(&project, &env);
     console.send("/summon Write hello.txt --name Frodo").await;

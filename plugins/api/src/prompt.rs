@@ -29,16 +29,12 @@ pub fn compose_system_prompt(base: &str, node: &AgentView) -> String {
     if !node.commitments.is_empty() {
         out.push_str("\n## Commitments (Tavern runs each assertion when you signal done)\n");
         for (i, c) in node.commitments.iter().enumerate() {
-            let status = match &c.last_check {
-                Some(check) if check.passed => "passed last check",
-                Some(_) => "FAILED last check",
-                None => "not checked yet",
-            };
             out.push_str(&format!(
-                "{}. {} — `{}` ({status})\n",
+                "{}. {} — `{}` ({})\n",
                 i + 1,
                 c.description,
-                c.assertion
+                c.assertion,
+                c.check_status()
             ));
         }
     }

@@ -379,6 +379,15 @@ pub struct Commitment {
 }
 
 impl Commitment {
+    /// Its last check in a few words, for the agent's prompt.
+    pub fn check_status(&self) -> &'static str {
+        match &self.last_check {
+            Some(check) if check.passed => "passed last check",
+            Some(_) => "FAILED last check",
+            None => "not checked yet",
+        }
+    }
+
     /// Whether the commitment is satisfied: its last check passed and any sign-off it needs was given.
     pub fn satisfied(&self) -> bool {
         self.last_check.as_ref().is_some_and(|c| c.passed)
