@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
-use tavern_plugin_api::{Commitment, Modes, RestartStrategy, TaskMode};
+use tavern_plugin_api::{Commitment, Modes, RestartStrategy, TaskMode, Usage};
 
 use super::decide::{Decision, DomainError};
 use super::intent::EditBase;
@@ -49,12 +49,21 @@ pub struct AgentFront {
     /// Its children's names.
     #[serde(default)]
     pub children: Vec<String>,
+    /// Its runtime session (the Claude Code CLI's session id), resumed after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Permission rules people added for it by answering "always".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
     /// When it was summoned (unix ms).
     pub created: u64,
     /// When it last changed (unix ms).
     pub updated: u64,
     /// Mode flags.
     pub modes: Modes,
+    /// Tokens its model calls used, and their cost where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     /// Commitments.
     #[serde(default)]
     pub commitments: Vec<Commitment>,
@@ -127,9 +136,12 @@ pub fn agent_front(node: &AgentNode) -> AgentFront {
         restart_strategy: node.restart,
         task_mode: node.task_mode,
         children: node.children.clone(),
+        session: node.session.clone(),
+        rules: node.rules.clone(),
         created: node.created,
         updated: node.updated,
         modes: node.modes,
+        usage: (node.usage != Usage::default()).then_some(node.usage),
         commitments: node.commitments.clone(),
     }
 }
@@ -327,7 +339,8 @@ pub fn documents_for(state: &TavernState, outcomes: &[Outcome]) -> Vec<DocWrite>
             | Outcome::NotesChanged { agent, .. }
             | Outcome::RestartStrategyChanged { agent, .. }
             | Outcome::RuleAdded { agent, .. }
-            | Outcome::SessionStarted { agent, .. } => {
+            | Outcome::SessionStarted { agent, .. }
+            | Outcome::ModelReplied { agent, .. } => {
                 agents.insert(agent.to_lowercase());
             }
             Outcome::MessagePosted(message) => {
@@ -336,7 +349,6 @@ pub fn documents_for(state: &TavernState, outcomes: &[Outcome]) -> Vec<DocWrite>
             Outcome::TavernOpened { .. }
             | Outcome::InboxRead { .. }
             | Outcome::InboxRewound { .. }
-            | Outcome::ModelReplied { .. }
             | Outcome::ToolCalled { .. }
             | Outcome::TaskRestarted { .. }
             | Outcome::DocumentEditRecorded { .. }
@@ -499,8 +511,11 @@ pub(super) fn decide_edit(
         restart_strategy,
         task_mode,
         children,
+        session,
+        rules,
         created,
         modes,
+        usage,
         commitments
     );
     let (description, notes) = split_agent_body(&body);

@@ -328,6 +328,23 @@ pub(super) async fn run(
                     "{agent}'s CLI retries its API call ({attempt}/{max_retries}, {status:?}: {error})"
                 );
             }
+            Some(CliEvent::TurnEnd(result)) if result.is_error => {
+                // A failed turn may be the CLI giving up for good (it exits after a fatal error, such
+                // as a session it cannot resume); then the agent is reaped with what it said, rather
+                // than restarted into the same failure.
+                if let Some(exit) = exited_soon(runtime).await {
+                    let what = format!(
+                        "its Claude Code CLI failed ({}) and exited with {}",
+                        clip(&failure_text(&result), 300),
+                        exit.code
+                            .map(|c| format!("code {c}"))
+                            .unwrap_or_else(|| "a signal".into())
+                    );
+                    return crashed(&tavern, &agent, seq, inbox_from, what, &exit.stderr_tail)
+                        .await;
+                }
+                return finish(&recorder, result, turn, inbox_from).await;
+            }
             Some(CliEvent::TurnEnd(result)) => {
                 return finish(&recorder, result, turn, inbox_from).await;
             }
@@ -588,6 +605,44 @@ async fn mcp_call(
     Some(result)
 }
 
+/// How long Tavern waits, after a failed turn, to see whether the CLI exits.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The CLI's exit, if it exits within [`EXIT_GRACE`] without starting anything new; the session is gone
+/// from the runtime then.
+async fn exited_soon(runtime: &mut AgentRuntime) -> Option<crate::claude::ExitInfo> {
+    let session = runtime.cli.as_mut()?;
+    let exit = tokio::time::timeout(EXIT_GRACE, async {
+        // Bounded by the grace period; each iteration consumes one line.
+        loop {
+            match session.next().await {
+                Some(CliEvent::Exited(exit)) => return Some(exit),
+                None => return None,
+                Some(_) => continue,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    if exit.is_some() {
+        runtime.cli = None;
+    }
+    exit
+}
+
+/// What a failed turn's result says: its text and its errors.
+fn failure_text(result: &TurnResult) -> String {
+    let mut message = result.text.trim().to_string();
+    for error in &result.errors {
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(error.trim());
+    }
+    message
+}
+
 /// Records the end of a CLI turn: its output for replay, the session's message ids, and the reply.
 async fn finish(
     recorder: &Recorder,
@@ -599,11 +654,10 @@ async fn finish(
     let agent = recorder.agent.clone();
     let seq = recorder.seq;
     if result.is_error {
-        let mut message = result.text.clone();
-        if !result.errors.is_empty() {
-            message = format!("{message} {}", result.errors.join("; "));
-        }
-        let message = format!("the Claude Code CLI's turn failed: {}", message.trim());
+        let message = format!(
+            "the Claude Code CLI's turn failed: {}",
+            failure_text(&result)
+        );
         return fail(tavern, &agent, seq, inbox_from, message).await;
     }
     let mut uuids = turn.uuids;

@@ -268,6 +268,12 @@ async fn after_a_restart_the_agent_resumes_its_session_and_a_mortal_can_summon()
     console.send("/agents").await;
     console.expect_contains("Sam").await;
     console.quit().await;
+    // The session id lives in Frodo's node: his document and the log agree on it.
+    let state = tavern::app::replay(&project.tavern().join("log"), "main", None).unwrap();
+    let session = state.agent("Frodo").unwrap().session.clone().unwrap();
+    let doc = std::fs::read_to_string(project.tavern().join("agents/Frodo.md")).unwrap();
+    assert!(doc.contains(&format!("session = \"{session}\"")), "{doc}");
+    assert!(resumed.header("x-claude-code-session-id") == Some(session.as_str()));
     let on_disk = agents_on_disk(&project.tavern());
     assert!(on_disk
         .iter()
@@ -514,4 +520,39 @@ async fn interrupting_an_agent_stops_its_turn_and_it_takes_the_next_one() {
     let frodo = fake.requests_for("Frodo");
     assert!(sent_text(frodo.last().unwrap()).contains("interrupted"));
     assert!(sent_text(fake.requests_for("Jake").last().unwrap()).contains("and you, Jake"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_that_exits_with_an_error_reaps_its_agent_and_says_why() {
+    let project = Project::new();
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeAnthropic::start();
+    fake.script(
+        "Frodo",
+        vec![
+            Step::tool("mcp__tavern__ask_user", json!({"question": "Which file?"})),
+            Step::text("Waiting."),
+        ],
+    );
+    let env = cli_env(&fake, home.path());
+    let mut console = start(&project, &env);
+    console.send("/summon Write a file --name Frodo").await;
+    console.expect_contains("[Frodo] Waiting.").await;
+    console.quit().await;
+    // The CLI's sessions live in its home; a new home has none, so resuming Frodo's fails for good.
+    let other_home = tempfile::tempdir().unwrap();
+    let mut env = cli_env(&fake, other_home.path());
+    env.push(("TAVERN_SUPERVISOR__MAX_RESTARTS".into(), "0".into()));
+    let mut console = start(&project, &env);
+    console.send("/answer 1 notes.txt").await;
+    let line = console
+        .expect_contains("Frodo: Working → FailedReaped")
+        .await;
+    assert!(
+        line.contains("exited with code 1") && line.contains("No conversation found"),
+        "{line}"
+    );
+    // The parent hears of it too.
+    console.expect_contains("Jake ← Frodo").await;
+    console.quit().await;
 }
