@@ -50,6 +50,7 @@ async fn hundred(dir: &std::path::Path) -> (Duration, Duration, f64) {
                     expert: None,
                     name: None,
                     model: None,
+                    workdir: None,
                 }),
                 None,
             )

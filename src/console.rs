@@ -269,12 +269,14 @@ pub fn parse(line: &str, jake: &str) -> Result<Option<Command>, UsageError> {
 }
 
 fn parse_summon(words: &[&str], jake: &str) -> Result<Intent, UsageError> {
-    const USAGE: &str = "/summon ASSIGNMENT [--type T] [--model M] [--parent NAME] [--name NAME]";
+    const USAGE: &str =
+        "/summon ASSIGNMENT [--type T] [--model M] [--parent NAME] [--name NAME] [--dir DIR]";
     let mut assignment = Vec::new();
     let mut kind = (AgentKind::Mortal, None);
     let mut model = None;
     let mut parent = jake.to_string();
     let mut name = None;
+    let mut workdir = None;
     let mut it = words.iter();
     while let Some(word) = it.next() {
         let mut value = |flag: &str| {
@@ -290,6 +292,7 @@ fn parse_summon(words: &[&str], jake: &str) -> Result<Intent, UsageError> {
             "--model" => model = Some(value("--model")?),
             "--parent" => parent = value("--parent")?,
             "--name" => name = Some(value("--name")?),
+            "--dir" => workdir = Some(value("--dir")?),
             flag if flag.starts_with("--") => {
                 return Err(UsageError(format!("unknown option {flag}; usage: {USAGE}")))
             }
@@ -306,6 +309,7 @@ fn parse_summon(words: &[&str], jake: &str) -> Result<Intent, UsageError> {
         expert: kind.1,
         name,
         model,
+        workdir,
     }))
 }
 

@@ -559,6 +559,7 @@ pub fn tool_request(agent: &str, call: ToolCall) -> Result<ToolRequest, String> 
                 expert,
                 name,
                 model,
+                workdir: None,
             })
         }
         ToolCall::Ask { question, class } => Intent::AskUser {

@@ -331,7 +331,7 @@ pub fn log_line(entry: &Entry<crate::domain::TavernSchema>) -> String {
 pub const HELP: &str = "\
 Talk to Jake by typing. Commands (they need no model):
   /join NAME                talk to one agent instead of Jake (/leave to come back)
-  /summon ASSIGNMENT [--type T] [--model M] [--parent NAME] [--name NAME]
+  /summon ASSIGNMENT [--type T] [--model M] [--parent NAME] [--name NAME] [--dir DIR]
                             T: mortal (default), drone, monitor, reviewer, tester, architect
   /agents                   the tree of agents with their states
   /commit NAME [--signoff] DESCRIPTION -- ASSERTION

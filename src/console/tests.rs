@@ -26,6 +26,7 @@ fn summon_parses_assignment_and_flags_into_the_same_intent_a_tool_call_makes() {
             expert: Some(Expert::Tester),
             name: None,
             model: Some("scripted:x.toml".into()),
+            workdir: None,
         }))
     );
     assert!(err("/summon").contains("usage: /summon"));

@@ -352,6 +352,7 @@ fn open_tavern(state: &TavernState, theme: &str, env: &mut DecideEnv<'_>) -> Res
         assignment: None,
         // Jake uses his type's configured model, looked up at each turn.
         model: None,
+        workdir: None,
         modes: Modes::default(),
         requester: None,
         created: env.now,
@@ -467,6 +468,13 @@ fn decide_summon(
             });
         }
     }
+    // Resolved against the project now, so it means the same after a restart; whether it exists is
+    // checked when a runtime starts there (deciding does no IO), and that error names the directory.
+    let workdir = match summon.workdir.as_deref().map(str::trim) {
+        None => None,
+        Some("") => return Err(DomainError::Empty("the working directory")),
+        Some(dir) => Some(env.project.join(dir).display().to_string()),
+    };
     let new = NewAgent {
         name: name.clone(),
         kind: summon.kind,
@@ -474,6 +482,7 @@ fn decide_summon(
         parent: Some(parent.name.clone()),
         assignment: summon.assignment.clone(),
         model,
+        workdir,
         modes,
         requester,
         created: env.now,

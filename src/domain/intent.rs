@@ -47,9 +47,13 @@ pub struct Summon {
     /// A chosen name; otherwise the next from the tavern's naming theme.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// A model spec; otherwise the parent's model.
+    /// A model spec; otherwise its type's configured model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The directory it works in (relative to the project, or absolute); otherwise the project. Runtimes
+    /// with a working directory (the Claude Code CLI) start there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
 }
 
 /// A change of mode flags; absent fields stay as they are.

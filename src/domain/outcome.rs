@@ -91,6 +91,9 @@ pub struct NewAgent {
     /// Its model spec, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Its working directory (absolute), when not the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
     /// Its initial modes.
     pub modes: Modes,
     /// The person who asked for the work.

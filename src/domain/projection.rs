@@ -49,6 +49,9 @@ pub struct AgentFront {
     /// Its children's names.
     #[serde(default)]
     pub children: Vec<String>,
+    /// Its working directory, when not the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
     /// Its runtime session (the Claude Code CLI's session id), resumed after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
@@ -136,6 +139,7 @@ pub fn agent_front(node: &AgentNode) -> AgentFront {
         restart_strategy: node.restart,
         task_mode: node.task_mode,
         children: node.children.clone(),
+        workdir: node.workdir.clone(),
         session: node.session.clone(),
         rules: node.rules.clone(),
         created: node.created,
@@ -511,6 +515,7 @@ pub(super) fn decide_edit(
         restart_strategy,
         task_mode,
         children,
+        workdir,
         session,
         rules,
         created,

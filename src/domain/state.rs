@@ -36,6 +36,8 @@ pub struct AgentNode {
     pub notes: String,
     /// Its model spec.
     pub model: Option<String>,
+    /// Its working directory (absolute), when not the project.
+    pub workdir: Option<String>,
     /// Mode flags.
     pub modes: Modes,
     /// Task mode.
@@ -92,6 +94,7 @@ impl AgentNode {
             assignment: new.assignment.clone(),
             notes: String::new(),
             model: new.model.clone(),
+            workdir: new.workdir.clone(),
             modes: new.modes,
             task_mode: TaskMode::default(),
             restart: RestartStrategy::default(),

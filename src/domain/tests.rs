@@ -106,6 +106,7 @@ impl Scenario {
                 expert: None,
                 name: None,
                 model: None,
+                workdir: None,
             }),
         );
         outcomes
@@ -580,6 +581,7 @@ fn unknown_and_bad_names_are_clear_errors() {
             expert: None,
             name: Some("../etc".into()),
             model: None,
+            workdir: None,
         }),
     );
     assert!(error.contains("..") && error.contains("../etc"), "{error}");
@@ -593,6 +595,7 @@ fn unknown_and_bad_names_are_clear_errors() {
             expert: None,
             name: Some("frodo".into()),
             model: None,
+            workdir: None,
         }),
     );
     assert!(error.contains("taken"), "{error}");
@@ -609,6 +612,7 @@ fn a_summons_model_is_checked_and_stored_resolved() {
             expert: None,
             name: None,
             model: Some(model.into()),
+            workdir: None,
         })
     };
     let error = s.refused(alice(), summon("gpt-5"));
@@ -635,6 +639,7 @@ fn monitors_live_under_jake_only() {
             expert: None,
             name: None,
             model: None,
+            workdir: None,
         })
     };
     let error = s.refused(alice(), monitor(&frodo));
@@ -654,6 +659,7 @@ fn drones_dismiss_themselves_once_done() {
             expert: None,
             name: None,
             model: None,
+            workdir: None,
         }),
     );
     s.commit("Frodo", false);

@@ -420,7 +420,7 @@ async fn ensure_session<'r>(
         let prompt = registry::prompt_text(tavern.store().as_ref(), plan.kind, plan.view.expert);
         let options = CliOptions {
             program,
-            cwd: working_dir(tavern),
+            cwd: working_dir(tavern, &recorder.agent),
             session: start,
             model,
             append_system_prompt: tavern_plugin_api::compose_system_prompt(&prompt, &plan.view),
@@ -438,8 +438,12 @@ async fn ensure_session<'r>(
         .ok_or_else(|| "the CLI session is gone".to_string())
 }
 
-fn working_dir(tavern: &Tavern) -> PathBuf {
-    tavern.settings().project.clone()
+/// Where the agent's CLI runs: its own working directory if it was given one, else the project.
+fn working_dir(tavern: &Tavern, agent: &str) -> PathBuf {
+    tavern
+        .read_head(|s| s.agent(agent).and_then(|n| n.workdir.clone()))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tavern.settings().project.clone())
 }
 
 /// How a wait for a person ended.

@@ -170,15 +170,17 @@ async fn bash_outside_the_rules_waits_for_a_person_who_approves_or_denies() {
             Step::text("Sam saw: {last_user}"),
         ],
     );
+    // Frodo works in a directory of his own.
+    std::fs::create_dir(project.path().join("frodo")).unwrap();
     let mut console = start(&project, &cli_env(&fake, home.path()));
     console
-        .send("/summon Write approved.txt --name Frodo")
+        .send("/summon Write approved.txt --name Frodo --dir frodo")
         .await;
     console
         .expect_contains("? #1 Frodo wants to use Bash: echo hi > approved.txt")
         .await;
     // Nothing runs before the answer.
-    assert!(!project.path().join("approved.txt").exists());
+    assert!(!project.path().join("frodo/approved.txt").exists());
     console.send("/pending").await;
     console
         .expect_contains("? #1 Frodo wants to use Bash")
@@ -188,7 +190,7 @@ async fn bash_outside_the_rules_waits_for_a_person_who_approves_or_denies() {
         .expect_all(&["✓ @alice allowed #1", "[Frodo] Frodo saw:"])
         .await;
     assert_eq!(
-        std::fs::read_to_string(project.path().join("approved.txt")).unwrap(),
+        std::fs::read_to_string(project.path().join("frodo/approved.txt")).unwrap(),
         "hi\n"
     );
 

@@ -99,6 +99,7 @@ fn intent_for(op: &Op, names: &[String]) -> Intent {
             expert: None,
             name: None,
             model: None,
+            workdir: None,
         }),
         Op::Commit {
             agent,
@@ -354,6 +355,7 @@ async fn state_as_of_n_branches_and_edits() {
         expert: None,
         name: None,
         model: None,
+        workdir: None,
     });
     edit_into_branch::<TavernSchema>(&dir, "edit-3", "main", 3, edited.clone(), 0).unwrap();
     let reader = LogReader::<TavernSchema>::open(&dir, "edit-3").unwrap();

@@ -460,6 +460,7 @@ pub async fn summon(tavern: &tavern::executor::Tavern, parent: &str, assignment:
                 expert: None,
                 name: None,
                 model: None,
+                workdir: None,
             }),
             None,
         )
