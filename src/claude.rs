@@ -49,6 +49,9 @@ use protocol::McpServer;
 /// The environment variable naming the `claude` executable, checked before `PATH`.
 pub const BIN_ENV: &str = "TAVERN_CLAUDE_BIN";
 
+/// How long one line of input may wait for the CLI to take it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The name under which Tavern's tools are served; the model sees them as `mcp__tavern__<tool>`.
 pub const MCP_SERVER: &str = "tavern";
 
@@ -85,6 +88,11 @@ pub struct CliOptions {
     pub tools: Vec<McpTool>,
     /// Extra environment on top of Tavern's own. Values may be secrets, so they are never logged.
     pub env: Vec<(String, String)>,
+    /// Variables of Tavern's own environment the CLI must not see (secrets it has no use for).
+    pub env_remove: Vec<String>,
+    /// Tools the CLI must never run, in its permission-rule syntax (`--disallowedTools`). Tavern's deny
+    /// rules go here too, so they hold for calls the CLI makes without asking (reads in its directory).
+    pub disallowed_tools: Vec<String>,
 }
 
 impl fmt::Debug for CliOptions {
@@ -260,6 +268,9 @@ pub struct ExitInfo {
 /// Failures to start or talk to the CLI.
 #[derive(Debug, Error)]
 pub enum CliError {
+    /// The process did not take a line of input in time: it has stopped reading.
+    #[error("the Claude Code CLI took no input for {0:?}; it seems stuck")]
+    Stalled(Duration),
     /// The executable could not be found. Handling: show the message; nothing can run without it.
     #[error(
         "could not find the Claude Code CLI: {looked_for}; install it with \
@@ -393,6 +404,14 @@ fn cli_args(opts: &CliOptions) -> Vec<String> {
     args.push(mcp_config.to_string());
     // Only Tavern's server: the user's and the project's MCP configs are not the agent's business.
     args.push("--strict-mcp-config".to_owned());
+    // No settings files either: a user's or project's `permissions.allow` (or hooks) would let the CLI run
+    // tools without asking Tavern, which decides every permission.
+    args.push("--setting-sources".to_owned());
+    args.push(String::new());
+    if !opts.disallowed_tools.is_empty() {
+        args.push("--disallowedTools".to_owned());
+        args.push(opts.disallowed_tools.join(","));
+    }
     args.push("--allowedTools".to_owned());
     args.push(format!("mcp__{MCP_SERVER}"));
     if let Some(model) = &opts.model {
@@ -483,6 +502,9 @@ impl CliSession {
             }
         }
         let mut command = Command::new(&opts.program);
+        for name in &opts.env_remove {
+            command.env_remove(name);
+        }
         command
             .args(cli_args(&opts))
             .current_dir(&opts.cwd)
@@ -687,20 +709,28 @@ impl CliSession {
         if self.exited.is_some() {
             return Err(CliError::Closed);
         }
+        // A CLI that stops reading its input would otherwise hold the writer (and its agent) forever.
+        let deadline = Instant::now() + WRITE_TIMEOUT;
         let (done, written) = oneshot::channel();
-        self.writer
-            .send(Outgoing::Line {
+        timeout_at(
+            deadline,
+            self.writer.send(Outgoing::Line {
                 line,
                 done: Some(done),
-            })
-            .await
-            .map_err(|_| CliError::Closed)?;
-        match written.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) if error.kind() == io::ErrorKind::BrokenPipe => Err(CliError::Closed),
-            Ok(Err(error)) => Err(CliError::Io(error)),
+            }),
+        )
+        .await
+        .map_err(|_| CliError::Stalled(WRITE_TIMEOUT))?
+        .map_err(|_| CliError::Closed)?;
+        match timeout_at(deadline, written).await {
+            Err(_) => Err(CliError::Stalled(WRITE_TIMEOUT)),
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) if error.kind() == io::ErrorKind::BrokenPipe => {
+                Err(CliError::Closed)
+            }
+            Ok(Ok(Err(error))) => Err(CliError::Io(error)),
             // The writer ended (stdin closed) before reaching the line.
-            Err(_) => Err(CliError::Closed),
+            Ok(Err(_)) => Err(CliError::Closed),
         }
     }
 }

@@ -290,6 +290,8 @@ fn resolve_models(
     if let Some(spec) = &overrides.model {
         return Ok(KindModels::all(parse(spec, "--model")?));
     }
+    // `none` as the default says "no model" for every type left empty, with no environment default.
+    let no_default = raw.default.trim().eq_ignore_ascii_case("none");
     let default = parse(&raw.default, "model.default")?;
     // `none` says "no model" outright; empty says "not set here", and falls through.
     let kind =
@@ -299,7 +301,7 @@ fn resolve_models(
             }
             Ok(parse(text, key)?
                 .or_else(|| default.clone())
-                .or_else(|| environment_default(kind)))
+                .or_else(|| (!no_default).then(|| environment_default(kind)).flatten()))
         };
     Ok(KindModels {
         jake: kind(&raw.jake, "model.jake", AgentKind::Jake)?,

@@ -431,6 +431,12 @@ fn bash_always_spec(command: &str) -> Option<Spec> {
     }
     let mut words = command.split_whitespace();
     let first = words.next()?;
+    // A prefix of a command that runs arbitrary code, deletes, or walks the file system approves far
+    // more than the call a person looked at (`Bash(rm:*)`, `Bash(python:*)`, `Bash(find:*)`): those
+    // get the exact command.
+    if WIDE_COMMANDS.contains(&first.rsplit('/').next().unwrap_or(first)) {
+        return Some(Spec::BashExact(command.to_owned()));
+    }
     let prefix = match words.next() {
         Some(second) if is_subcommand_like(second) => format!("{first} {second}"),
         _ => first.to_owned(),
@@ -440,6 +446,13 @@ fn bash_always_spec(command: &str) -> Option<Spec> {
     }
     Some(Spec::BashPrefix(prefix))
 }
+
+/// Commands whose arguments decide everything they do: interpreters, shells, deleters and walkers.
+const WIDE_COMMANDS: [&str; 27] = [
+    "sh", "bash", "zsh", "dash", "fish", "python", "python3", "node", "deno", "bun", "perl",
+    "ruby", "php", "rm", "rmdir", "mv", "dd", "find", "xargs", "env", "sudo", "su", "eval", "exec",
+    "chmod", "chown", "curl",
+];
 
 /// Whether a word reads like a subcommand (`test`, `run-tests`) rather than a flag or an argument.
 fn is_subcommand_like(word: &str) -> bool {

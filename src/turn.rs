@@ -47,6 +47,8 @@ struct TurnPlan {
     /// This turn's new inputs, each starting with who sent it (for runtimes that keep their own
     /// conversation, like the Claude Code CLI).
     new_input: Vec<String>,
+    /// Whether such a runtime already had this turn's input before the turn was interrupted.
+    input_sent: bool,
     view: tavern_plugin_api::AgentView,
     model_spec: Option<String>,
     kind_for_model: AgentKind,
@@ -114,10 +116,15 @@ fn plan(state: &TavernState, agent: &str, seq: Seq) -> Option<TurnPlan> {
             format!("[{}] {}", m.from, m.text)
         })
         .collect();
+    let input_sent = open
+        .outcomes
+        .iter()
+        .any(|o| matches!(o, Outcome::InputSent { .. }));
     Some(TurnPlan {
         kind: node.kind,
         tools: registry::plugin(node.kind).policy().tools,
         new_input,
+        input_sent,
         view: node.view(),
         model_spec: node.model.clone(),
         kind_for_model: node.kind,
@@ -294,6 +301,19 @@ pub async fn run_turn(
         Ok(parsed) => parsed,
         Err(e) => return fail(tavern, agent, seq, inbox_from, e.to_string()).await,
     };
+    // An API turn replays call by call, so a resumed one gets its recorded replies and results back by
+    // position. The CLI runs its own loop and cannot replay: what it did before stands, and its effects
+    // are numbered after the recorded ones so none is mistaken for another.
+    let replayable = !matches!(parsed, ModelSpec::ClaudeCode { .. });
+    let first_effect = if replayable {
+        0
+    } else {
+        let recorded = plan.results.keys().chain(plan.caused.keys()).max();
+        let next = recorded.map_or(0, |last| last + 1);
+        plan.results.clear();
+        plan.caused.clear();
+        next
+    };
     let recorder = Arc::new(Recorder {
         tavern: tavern.clone(),
         sidecar: sidecar.clone(),
@@ -302,16 +322,11 @@ pub async fn run_turn(
         stop: stop.clone(),
         aborted: AtomicBool::new(false),
         replies: Mutex::new(std::mem::take(&mut plan.replies)),
-        next_effect: AtomicU32::new(0),
+        next_effect: AtomicU32::new(first_effect),
         results: std::mem::take(&mut plan.results),
         caused: std::mem::take(&mut plan.caused),
     });
     if let ModelSpec::ClaudeCode { model } = parsed {
-        // The CLI turn runs under one of the sidecar's permits, like any model call, so the global cap
-        // holds across runtimes.
-        let Some(_permit) = sidecar.permit(stop).await else {
-            return TurnEnd::Cancelled;
-        };
         return cli::run(recorder, plan, model, runtime, interrupts).await;
     }
     let model = match models.get(&parsed) {
@@ -352,7 +367,7 @@ pub async fn run_turn(
         return TurnEnd::Cancelled;
     }
     match outcome {
-        Ok(output) => complete(tavern, agent, seq, output.reply.text).await,
+        Ok(output) => complete(tavern, agent, seq, output.reply.text, Vec::new()).await,
         Err(AgentError::Model(ModelError::Cancelled)) => TurnEnd::Cancelled,
         Err(e) => fail(tavern, agent, seq, inbox_from, e.to_string()).await,
     }
@@ -437,17 +452,25 @@ fn parse_spec(tavern: &Tavern, spec: Option<&str>, agent: &str) -> Result<ModelS
     Ok(parsed)
 }
 
-/// Records a finished turn: its reply becomes the agent's message (see
-/// [`crate::domain::decide::finish_turn`]).
-async fn complete(tavern: &Tavern, agent: &str, seq: Seq, text: String) -> TurnEnd {
+/// Records a finished turn in one terminal record: `first` (what the turn produced, when not recorded
+/// already), then its reply as the agent's message (see [`crate::domain::decide::finish_turn`]).
+async fn complete(
+    tavern: &Tavern,
+    agent: &str,
+    seq: Seq,
+    text: String,
+    first: Vec<Outcome>,
+) -> TurnEnd {
     let agent = agent.to_string();
     let recorded = tavern
         .update_with(seq, move |state, env| {
-            (
-                Status::Executed,
-                crate::domain::decide::finish_turn(state, &agent, &text, env),
-                None,
-            )
+            // `first` (a reply, usage, session ids) changes nothing the reply's message depends on (who
+            // the agent speaks to), so deciding the message against the state before it is the same.
+            let mut outcomes = first;
+            outcomes.extend(crate::domain::decide::finish_turn(
+                state, &agent, &text, env,
+            ));
+            (Status::Executed, outcomes, None)
         })
         .await;
     match recorded {

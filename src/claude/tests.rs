@@ -325,6 +325,8 @@ fn command_line_per_session_start() {
         append_system_prompt: "Your name is Ann (mortal).".to_owned(),
         tools: tools(),
         env: vec![("ANTHROPIC_API_KEY".to_owned(), "sk-secret".to_owned())],
+        env_remove: Vec::new(),
+        disallowed_tools: Vec::new(),
     };
     let new = cli_args(&opts(SessionStart::New(id)));
     let joined = new.join(" ");
@@ -374,6 +376,8 @@ fn empty_system_prompt_and_no_model_add_no_flags() {
         append_system_prompt: String::new(),
         tools: Vec::new(),
         env: Vec::new(),
+        env_remove: Vec::new(),
+        disallowed_tools: Vec::new(),
     });
     assert!(
         !args
@@ -709,6 +713,8 @@ fn script_options(program: PathBuf, cwd: &Path) -> CliOptions {
         append_system_prompt: String::new(),
         tools: Vec::new(),
         env: vec![("TAVERN_TEST_VALUE".to_owned(), "from-opts".to_owned())],
+        env_remove: Vec::new(),
+        disallowed_tools: Vec::new(),
     }
 }
 

@@ -94,3 +94,11 @@ fn a_missing_config_file_is_named() {
     .to_string();
     assert!(err.contains("/nonexistent/tavern.toml"), "{err}");
 }
+
+#[test]
+fn none_as_the_default_model_means_none_even_with_a_key_in_the_environment() {
+    let config = load_file("[model]\ndefault = \"none\"\nmortal = \"claude-code\"\n").unwrap();
+    assert_eq!(config.models.jake, None);
+    assert_eq!(config.models.drone, None);
+    assert_eq!(config.models.mortal.as_deref(), Some("claude-code"));
+}

@@ -211,6 +211,7 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
                     format!("✓ @{by} allowed #{id} and from now on {rule}")
                 }
                 Settled::Answered => format!("✓ @{by} answered #{id}"),
+                Settled::Withdrawn { reason } => format!("· #{id} withdrawn: {reason}"),
             }),
             Outcome::TurnInterrupted { agent, by, .. } => {
                 lines.push(format!("! @{by} interrupted {agent}'s turn"))
@@ -243,6 +244,7 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
             | Outcome::InboxRewound { .. }
             | Outcome::ModelReplied { .. }
             | Outcome::SessionTurn { .. }
+            | Outcome::InputSent { .. }
             | Outcome::ToolCalled { .. } => {}
         }
     }

@@ -141,6 +141,11 @@ pub enum Settled {
     },
     /// The question was answered.
     Answered,
+    /// Nothing waits for it any more (its turn ended first); the reason says why.
+    Withdrawn {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What the agent did during a turn run by an external runtime (the Claude Code CLI), as it happened.
@@ -356,6 +361,12 @@ pub enum Outcome {
         session: String,
         /// The session's message uuids from this turn.
         messages: Vec<String>,
+    },
+    /// A runtime that keeps its own conversation (the Claude Code CLI) has this turn's input; a resumed
+    /// turn does not send it again.
+    InputSent {
+        /// The agent.
+        agent: String,
     },
     /// The agent did something during a runtime turn (streamed to surfaces).
     Activity {

@@ -360,6 +360,7 @@ pub fn documents_for(state: &TavernState, outcomes: &[Outcome]) -> Vec<DocWrite>
             | Outcome::PendingSettled { .. }
             | Outcome::SessionTurn { .. }
             | Outcome::TurnInterrupted { .. }
+            | Outcome::InputSent { .. }
             | Outcome::Activity { .. } => {}
         }
     }

@@ -513,6 +513,7 @@ impl TavernState {
             }
             Outcome::ToolCalled { .. }
             | Outcome::DocumentEditRecorded { .. }
+            | Outcome::InputSent { .. }
             | Outcome::Activity { .. } => {}
             Outcome::TaskRestarted { agent, .. } => {
                 if let Some(node) = self.agent_mut(agent) {

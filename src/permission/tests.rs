@@ -646,7 +646,7 @@ fn always_rule_for_bash_uses_the_command_and_subcommand() {
         ("ls", "Bash(ls:*)"),
         ("  git   status  ", "Bash(git status:*)"),
         ("npm run build-all", "Bash(npm run:*)"),
-        ("python3 script.py", "Bash(python3:*)"),
+        ("python3 script.py", "Bash(python3 script.py)"),
         ("./x.sh run", "Bash(./x.sh run:*)"),
         (
             "cargo build && cargo test",
@@ -761,4 +761,27 @@ fn always_rule_declines_when_no_narrow_rule_exists() {
     for (tool, input) in cases {
         assert_eq!(always(tool, &input), None, "{tool} {input}");
     }
+}
+
+#[test]
+fn always_gives_the_exact_command_for_commands_whose_arguments_decide_everything() {
+    let project = Path::new("/work/proj");
+    for command in [
+        "rm -rf build",
+        "python x.py",
+        "bash build.sh",
+        "find . -name x",
+        "/usr/bin/env ls",
+    ] {
+        let rule =
+            always_rule("Bash", &serde_json::json!({ "command": command }), project).unwrap();
+        assert_eq!(rule.to_string(), format!("Bash({command})"), "{command}");
+    }
+    let rule = always_rule(
+        "Bash",
+        &serde_json::json!({"command": "cargo test --all"}),
+        project,
+    )
+    .unwrap();
+    assert_eq!(rule.to_string(), "Bash(cargo test:*)");
 }

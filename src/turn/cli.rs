@@ -7,18 +7,28 @@
 //! runs, the CLI's stream is recorded on the turn's entry as it happens (text, tool calls and results),
 //! Tavern's tools arrive as MCP calls and become intents exactly like an API model's tool calls, and
 //! every permission request is decided by Tavern's rules or, when no rule covers it, by a person
-//! through a pending approval. Nothing the CLI asks about runs before that answer.
+//! through a pending approval. Nothing the CLI asks about runs before that answer, and the CLI reads no
+//! settings of its own that could let it skip asking.
+//!
+//! A turn interrupted by a crash or a shutdown resumes in a new process on the same session. Unlike an
+//! API turn it cannot be replayed call by call (the CLI runs its own loop), so effects recorded before
+//! the interruption stand as they are, the model is told to carry on rather than given its input again,
+//! and anything it asks for now is asked afresh.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tavern_plugin_api::{ModelReply, StopReason, ToolCall, ToolName, ToolResult, Usage};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::{
     close_interrupted, complete, fail, Act, Effect, Interrupts, Recorder, TurnEnd, TurnPlan,
 };
-use crate::claude::{CliEvent, CliOptions, CliSession, McpCall, McpTool, SessionStart, TurnResult};
+use crate::claude::{
+    CliEvent, CliOptions, CliSession, ExitInfo, McpCall, McpTool, SessionStart, TurnResult,
+};
 use crate::domain::{
     input_summary, Activity, Actor, Intent, Outcome, PendingItem, Settled, TavernState,
 };
@@ -27,14 +37,27 @@ use crate::log::Seq;
 use crate::permission::{Decision, Rule, Rules};
 use crate::registry;
 
-/// How long Tavern waits for a CLI turn's next line before it gives up on the process. Long, because a
-/// model may think for minutes, but finite, so a wedged process cannot hold its agent forever.
-const LINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// How long Tavern waits for a CLI turn's next event before it interrupts the turn and fails it. Long,
+/// because a model may think (or a sub-agent explore) for many minutes, but finite, so a wedged process
+/// cannot hold its agent forever.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How long an interrupted CLI gets to end its turn before its process is stopped.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(30);
+
+/// How long Tavern waits, after a failed turn, to see whether the CLI exits.
+const EXIT_GRACE: Duration = Duration::from_secs(3);
+
+/// Tools the CLI has that Tavern replaces: its own question tool would ask nobody (Tavern's `ask_user`
+/// reaches the person who asked for the work).
+const REPLACED_TOOLS: [&str; 1] = ["AskUserQuestion"];
 
 /// What an agent's supervisor task keeps between turns: its CLI process, once started.
 #[derive(Default)]
 pub struct AgentRuntime {
     cli: Option<CliSession>,
+    /// The process's running `total_cost_usd` so far (the CLI reports a running total per process).
+    cost_so_far: u64,
 }
 
 impl AgentRuntime {
@@ -59,8 +82,21 @@ fn mcp_tools(tools: &[ToolName]) -> Vec<McpTool> {
         .collect()
 }
 
-/// The rules that decide this agent's tool calls: the project's, its type's, and the ones people added
-/// for it by answering "always".
+/// Deny rules no configuration can lift: agents never write Tavern's own state (which would bypass the
+/// log) or the project's git hooks (which would run code outside any agent's permissions).
+fn built_in_denies(project: &std::path::Path) -> Vec<String> {
+    let mut rules = Vec::new();
+    for tool in ["Write", "Edit", "MultiEdit", "NotebookEdit"] {
+        for dir in [".tavern", ".git/hooks"] {
+            // Absolute (`//` in the rule syntax), so they hold whatever directory the agent works in.
+            rules.push(format!("{tool}(/{}/{dir}/**)", project.display()));
+        }
+    }
+    rules
+}
+
+/// The rules that decide this agent's tool calls: Tavern's own denies, the project's, its type's, and
+/// the ones people added for it by answering "always".
 fn rules_for(tavern: &Tavern, state: &TavernState, agent: &str) -> Rules {
     let settings = tavern.settings();
     let parse = |texts: &[String]| -> Vec<Rule> {
@@ -76,6 +112,10 @@ fn rules_for(tavern: &Tavern, state: &TavernState, agent: &str) -> Rules {
                 }
             })
             .collect()
+    };
+    let built_in = Rules {
+        allow: Vec::new(),
+        deny: parse(&built_in_denies(&settings.project)),
     };
     let project = Rules {
         allow: parse(&settings.permissions.allow),
@@ -96,7 +136,7 @@ fn rules_for(tavern: &Tavern, state: &TavernState, agent: &str) -> Rules {
         allow: node.map(|n| parse(&n.rules)).unwrap_or_default(),
         deny: Vec::new(),
     };
-    Rules::merged(&[&project, &kind, &own])
+    Rules::merged(&[&built_in, &project, &kind, &own])
 }
 
 /// The user line of one turn: what the agent needs to know now, then its new messages.
@@ -118,11 +158,57 @@ fn turn_text(plan: &TurnPlan, state: &TavernState, agent: &str) -> String {
         }
         out.push('\n');
     }
+    if plan.input_sent {
+        out.push_str(
+            "[tavern] Tavern restarted while you were working on your last input. Check where you got \
+             to and carry on from there; what you did before the restart stands.\n",
+        );
+        return out;
+    }
     for message in &plan.new_input {
         out.push_str(message);
         out.push('\n');
     }
     out
+}
+
+/// Values of secrets in Tavern's environment, which recorded text must never carry (an agent may read
+/// or print one). Read once: the environment does not change while Tavern runs.
+fn secrets() -> &'static [String] {
+    static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+    SECRETS.get_or_init(|| {
+        std::env::vars()
+            .filter(|(name, value)| is_secret_name(name) && value.len() >= 8)
+            .map(|(_, value)| value)
+            .collect()
+    })
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    ["_KEY", "_TOKEN", "_SECRET", "PASSWORD"]
+        .iter()
+        .any(|marker| name.ends_with(marker) || name.contains(&format!("{marker}_")))
+}
+
+/// `text` with every secret value replaced by `***`.
+fn redact(text: &str) -> String {
+    secrets()
+        .iter()
+        .fold(text.to_string(), |text, secret| text.replace(secret, "***"))
+}
+
+/// Variables of Tavern's environment the CLI has no use for and must not see: other backends' keys,
+/// Tavern's own settings and tokens. It keeps `ANTHROPIC_*`, which it needs.
+fn hidden_from_cli() -> Vec<String> {
+    std::env::vars()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            name.starts_with("OPENAI_")
+                || name.starts_with("TAVERN_")
+                || name.starts_with("DISCORD_")
+        })
+        .collect()
 }
 
 /// Runs (or resumes) one CLI turn of `agent`, recorded as entry `seq`.
@@ -137,22 +223,55 @@ pub(super) async fn run(
     let agent = recorder.agent.clone();
     let seq = recorder.seq;
     let inbox_from = plan.inbox_from;
-    let session = match ensure_session(&recorder, &plan, model, runtime).await {
-        Ok(session) => session,
-        Err(error) => return fail(&tavern, &agent, seq, inbox_from, error).await,
+    // The turn runs under one of the sidecar's permits, like any model call, so the global cap holds
+    // across runtimes; it is given back while the turn waits for a person.
+    let mut permit = match take_permit(&recorder, &mut interrupts).await {
+        Ok(permit) => Some(permit),
+        Err(Waited::Interrupted(by)) => return close_interrupted(&tavern, &agent, seq, &by).await,
+        Err(_) => return TurnEnd::Cancelled,
     };
+    // Approvals opened by an earlier run of this agent's turns wait for nothing now.
+    withdraw_stale_approvals(&recorder).await;
     let text = tavern.read_head(|s| turn_text(&plan, s, &agent));
-    if let Err(e) = session.send_user(&text).await {
-        let exit = runtime.cli.take().map(|s| s.shutdown());
-        let tail = match exit {
-            Some(exit) => exit.await.stderr_tail,
-            None => String::new(),
+    // A process that died between turns is started again once (on the same session) before the agent
+    // is given up on.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match ensure_session(&recorder, &plan, model.clone(), runtime).await {
+            Ok(()) => {}
+            Err(SessionError::Stopping) => return TurnEnd::Cancelled,
+            Err(SessionError::Failed(error)) => {
+                return fail(&tavern, &agent, seq, inbox_from, error).await
+            }
+        }
+        let Some(session) = runtime.cli.as_ref() else {
+            continue;
         };
-        return crashed(&tavern, &agent, seq, inbox_from, format!("{e}"), &tail).await;
+        match session.send_user(&text).await {
+            Ok(()) => break,
+            Err(e) if attempts < 2 => {
+                tracing::warn!("{agent}'s CLI did not take its input ({e}); starting it again");
+                runtime.close().await;
+            }
+            Err(e) => {
+                let tail = stop_process(runtime).await.stderr_tail;
+                return crashed(&tavern, &agent, seq, inbox_from, e.to_string(), &tail).await;
+            }
+        }
+    }
+    // Recorded once the CLI has the input, so a resumed turn knows not to send it again.
+    if !recorder
+        .record(vec![Outcome::InputSent {
+            agent: agent.clone(),
+        }])
+        .await
+    {
+        return TurnEnd::Cancelled;
     }
     let mut turn = CliTurn::default();
     // Bounded by the CLI: each iteration consumes one event, and the process ends its turn with a result
-    // line or exits; a silent process is given up on after LINE_TIMEOUT.
+    // line or exits; a silent process is interrupted after EVENT_TIMEOUT.
     loop {
         let Some(session) = runtime.cli.as_mut() else {
             return fail(
@@ -168,56 +287,41 @@ pub(super) async fn run(
             _ = recorder.stop.cancelled() => None,
             _ = tavern.cancel_token().cancelled() => None,
             by = interrupts.next() => return interrupt(&tavern, &agent, seq, runtime, &by).await,
-            event = tokio::time::timeout(LINE_TIMEOUT, session.next()) => Some(event),
+            event = tokio::time::timeout(EVENT_TIMEOUT, session.next()) => Some(event),
         };
         let event = match event {
             None => {
-                // Interrupting the agent interrupts its turn; the entry stays open and resumes whole.
+                // The agent or Tavern is stopping: the CLI stops its turn, and the entry stays open to
+                // be resumed.
                 if let Err(e) = session.interrupt().await {
                     tracing::debug!("could not interrupt {agent}'s CLI: {e}");
                 }
                 return TurnEnd::Cancelled;
             }
             Some(Err(_)) => {
-                let tail = match runtime.cli.take() {
-                    Some(s) => s.shutdown().await.stderr_tail,
-                    None => String::new(),
-                };
-                return crashed(
-                    &tavern,
-                    &agent,
-                    seq,
-                    inbox_from,
-                    format!(
-                        "its CLI said nothing for {} minutes",
-                        LINE_TIMEOUT.as_secs() / 60
-                    ),
-                    &tail,
-                )
-                .await;
+                let silent = format!(
+                    "its CLI reported nothing for {} minutes, so Tavern interrupted the turn",
+                    EVENT_TIMEOUT.as_secs() / 60
+                );
+                let _ = stop_cli_turn(runtime, &agent, &silent).await;
+                return fail(&tavern, &agent, seq, inbox_from, silent).await;
             }
             Some(Ok(event)) => event,
         };
         match event {
             None | Some(CliEvent::Exited(_)) => {
-                let exit = match (event, runtime.cli.take()) {
-                    (Some(CliEvent::Exited(exit)), _) => exit,
-                    (_, Some(s)) => s.shutdown().await,
-                    (_, None) => continue,
+                let exit = match event {
+                    Some(CliEvent::Exited(exit)) => {
+                        runtime.cli = None;
+                        exit
+                    }
+                    _ => stop_process(runtime).await,
                 };
-                let code = exit
-                    .code
-                    .map(|c| format!("exit code {c}"))
-                    .unwrap_or_else(|| "a signal".to_string());
-                return crashed(
-                    &tavern,
-                    &agent,
-                    seq,
-                    inbox_from,
-                    format!("its Claude Code CLI ended with {code} in the middle of a turn"),
-                    &exit.stderr_tail,
-                )
-                .await;
+                let what = format!(
+                    "its Claude Code CLI ended with {} in the middle of a turn",
+                    exit_code(&exit)
+                );
+                return crashed(&tavern, &agent, seq, inbox_from, what, &exit.stderr_tail).await;
             }
             Some(CliEvent::Init { session_id, .. }) => {
                 let known = tavern.read_head(|s| {
@@ -236,7 +340,13 @@ pub(super) async fn run(
             }
             Some(CliEvent::Text { text, message_uuid }) => {
                 turn.uuids.push(message_uuid);
-                activity(&recorder, Activity::Text { text }).await;
+                activity(
+                    &recorder,
+                    Activity::Text {
+                        text: redact(&text),
+                    },
+                )
+                .await;
             }
             Some(CliEvent::ToolUse {
                 id,
@@ -246,37 +356,24 @@ pub(super) async fn run(
             }) => {
                 turn.uuids.push(message_uuid);
                 turn.tool_names.push((id, name.clone()));
-                activity(
-                    &recorder,
-                    Activity::ToolUse {
-                        tool: name,
-                        input: clip(&input_summary(&input), 200),
-                    },
-                )
-                .await;
+                let input = clip(&redact(&input_summary(&input)), 200);
+                activity(&recorder, Activity::ToolUse { tool: name, input }).await;
             }
             Some(CliEvent::ToolResult {
                 tool_use_id,
                 text,
                 is_error,
-                message_uuid,
+                ..
             }) => {
-                turn.uuids.push(message_uuid);
                 let tool = turn
                     .tool_names
                     .iter()
                     .find(|(id, _)| *id == tool_use_id)
                     .map(|(_, name)| name.clone())
                     .unwrap_or_else(|| "tool".to_string());
-                activity(
-                    &recorder,
-                    Activity::ToolResult {
-                        tool,
-                        ok: !is_error,
-                        text: clip(&text, 200),
-                    },
-                )
-                .await;
+                let text = clip(&redact(&text), 200);
+                let ok = !is_error;
+                activity(&recorder, Activity::ToolResult { tool, ok, text }).await;
             }
             Some(CliEvent::Permission {
                 request_id,
@@ -284,16 +381,17 @@ pub(super) async fn run(
                 input,
                 ..
             }) => {
-                match permission(
+                let waited = permission(
                     &recorder,
                     runtime,
                     &mut interrupts,
+                    &mut permit,
                     &request_id,
                     &tool_name,
                     input,
                 )
-                .await
-                {
+                .await;
+                match waited {
                     Waited::Answered => {}
                     Waited::Stopped => return TurnEnd::Cancelled,
                     Waited::Interrupted(by) => {
@@ -308,8 +406,7 @@ pub(super) async fn run(
                 }
             }
             Some(CliEvent::McpCall(call)) => {
-                let result = mcp_call(&recorder, &plan, &call, &mut turn).await;
-                let Some(result) = result else {
+                let Some(result) = mcp_call(&recorder, &plan, &call, &mut turn).await else {
                     return TurnEnd::Cancelled;
                 };
                 if let Some(session) = runtime.cli.as_ref() {
@@ -335,18 +432,20 @@ pub(super) async fn run(
                 if let Some(exit) = exited_soon(runtime).await {
                     let what = format!(
                         "its Claude Code CLI failed ({}) and exited with {}",
-                        clip(&failure_text(&result), 300),
-                        exit.code
-                            .map(|c| format!("code {c}"))
-                            .unwrap_or_else(|| "a signal".into())
+                        clip(&redact(&failure_text(&result)), 300),
+                        exit_code(&exit)
                     );
                     return crashed(&tavern, &agent, seq, inbox_from, what, &exit.stderr_tail)
                         .await;
                 }
-                return finish(&recorder, result, turn, inbox_from).await;
+                let message = format!(
+                    "the Claude Code CLI's turn failed: {}",
+                    redact(&failure_text(&result))
+                );
+                return fail(&tavern, &agent, seq, inbox_from, message).await;
             }
             Some(CliEvent::TurnEnd(result)) => {
-                return finish(&recorder, result, turn, inbox_from).await;
+                return finish(&recorder, runtime, result, turn).await;
             }
         }
     }
@@ -355,7 +454,7 @@ pub(super) async fn run(
 /// What a CLI turn has gathered so far.
 #[derive(Default)]
 struct CliTurn {
-    /// The session's message uuids, in order.
+    /// The session's assistant message uuids, in order: the points a later fork can name.
     uuids: Vec<String>,
     /// Tool-use ids and names, to label results.
     tool_names: Vec<(String, String)>,
@@ -372,6 +471,12 @@ fn clip(text: &str, max: usize) -> String {
     }
 }
 
+fn exit_code(exit: &ExitInfo) -> String {
+    exit.code
+        .map(|c| format!("code {c}"))
+        .unwrap_or_else(|| "a signal".to_string())
+}
+
 async fn activity(recorder: &Recorder, activity: Activity) {
     recorder
         .record(vec![Outcome::Activity {
@@ -381,61 +486,104 @@ async fn activity(recorder: &Recorder, activity: Activity) {
         .await;
 }
 
-/// Starts the agent's CLI process if it has none: resuming its recorded session, or starting a new one
-/// whose id is recorded before the process runs (so a crash right after still resumes it).
-async fn ensure_session<'r>(
+/// How a wait ended without the thing waited for.
+enum Waited {
+    /// The request was answered (to the CLI too).
+    Answered,
+    /// The agent or Tavern is stopping.
+    Stopped,
+    /// A person interrupted the turn while it waited.
+    Interrupted(String),
+}
+
+/// Waits for a sidecar permit, unless the turn is interrupted or stopped first.
+async fn take_permit(
+    recorder: &Recorder,
+    interrupts: &mut Interrupts,
+) -> Result<OwnedSemaphorePermit, Waited> {
+    tokio::select! {
+        permit = recorder.sidecar.permit(&recorder.stop) => permit.ok_or(Waited::Stopped),
+        by = interrupts.next() => Err(Waited::Interrupted(by)),
+    }
+}
+
+/// Why the agent's CLI could not be started.
+enum SessionError {
+    /// The agent or Tavern is stopping.
+    Stopping,
+    /// Starting failed; the message says why.
+    Failed(String),
+}
+
+/// Starts the agent's CLI process if it has none. Its session is resumed once the CLI has had input on
+/// it; a session id that was recorded but never used (the process never got its first line) is started
+/// afresh under the same id, and an agent without one gets a new id, recorded before the process runs.
+async fn ensure_session(
     recorder: &Recorder,
     plan: &TurnPlan,
     model: Option<String>,
-    runtime: &'r mut AgentRuntime,
-) -> Result<&'r CliSession, String> {
-    if runtime.cli.is_none() {
-        let tavern = &recorder.tavern;
-        let program = tavern
-            .settings()
-            .claude_cli
-            .clone()
-            .map_err(|e| format!("cannot start the Claude Code CLI: {e}"))?;
-        let start = match tavern
-            .read_head(|s| s.agent(&recorder.agent).and_then(|n| n.session.clone()))
-        {
-            Some(id) => SessionStart::Resume(
-                Uuid::parse_str(&id)
-                    .map_err(|e| format!("the recorded session id {id:?} is not a UUID: {e}"))?,
-            ),
-            None => {
-                let id = Uuid::new_v4();
-                if !recorder
-                    .record(vec![Outcome::SessionStarted {
-                        agent: recorder.agent.clone(),
-                        session: id.to_string(),
-                    }])
-                    .await
-                {
-                    return Err("the agent is stopping".into());
-                }
+    runtime: &mut AgentRuntime,
+) -> Result<(), SessionError> {
+    if runtime.cli.is_some() {
+        return Ok(());
+    }
+    let tavern = &recorder.tavern;
+    let program = tavern
+        .settings()
+        .claude_cli
+        .clone()
+        .map_err(|e| SessionError::Failed(format!("cannot start the Claude Code CLI: {e}")))?;
+    let (recorded, used) = tavern.read_head(|s| {
+        s.agent(&recorder.agent).map_or((None, false), |n| {
+            (n.session.clone(), !n.session_turns.is_empty())
+        })
+    });
+    let start = match recorded {
+        Some(id) => {
+            let id = Uuid::parse_str(&id).map_err(|e| {
+                SessionError::Failed(format!("the recorded session id {id:?} is not a UUID: {e}"))
+            })?;
+            if used || plan.input_sent {
+                SessionStart::Resume(id)
+            } else {
                 SessionStart::New(id)
             }
-        };
-        let prompt = registry::prompt_text(tavern.store().as_ref(), plan.kind, plan.view.expert);
-        let options = CliOptions {
-            program,
-            cwd: working_dir(tavern, &recorder.agent),
-            session: start,
-            model,
-            append_system_prompt: tavern_plugin_api::compose_system_prompt(&prompt, &plan.view),
-            tools: mcp_tools(plan.tools),
-            env: Vec::new(),
-        };
-        let session = CliSession::spawn(options, tavern.tracker())
-            .await
-            .map_err(|e| e.to_string())?;
-        runtime.cli = Some(session);
-    }
-    runtime
-        .cli
-        .as_ref()
-        .ok_or_else(|| "the CLI session is gone".to_string())
+        }
+        None => {
+            let id = Uuid::new_v4();
+            if !recorder
+                .record(vec![Outcome::SessionStarted {
+                    agent: recorder.agent.clone(),
+                    session: id.to_string(),
+                }])
+                .await
+            {
+                return Err(SessionError::Stopping);
+            }
+            SessionStart::New(id)
+        }
+    };
+    let prompt = registry::prompt_text(tavern.store().as_ref(), plan.kind, plan.view.expert);
+    let rules = tavern.read_head(|s| rules_for(tavern, s, &recorder.agent));
+    let mut disallowed: Vec<String> = rules.deny.iter().map(|rule| rule.to_string()).collect();
+    disallowed.extend(REPLACED_TOOLS.iter().map(|tool| tool.to_string()));
+    let options = CliOptions {
+        program,
+        cwd: working_dir(tavern, &recorder.agent),
+        session: start,
+        model,
+        append_system_prompt: tavern_plugin_api::compose_system_prompt(&prompt, &plan.view),
+        tools: mcp_tools(plan.tools),
+        env: Vec::new(),
+        env_remove: hidden_from_cli(),
+        disallowed_tools: disallowed,
+    };
+    let session = CliSession::spawn(options, tavern.tracker())
+        .await
+        .map_err(|e| SessionError::Failed(e.to_string()))?;
+    runtime.cli = Some(session);
+    runtime.cost_so_far = 0;
+    Ok(())
 }
 
 /// Where the agent's CLI runs: its own working directory if it was given one, else the project.
@@ -446,14 +594,44 @@ fn working_dir(tavern: &Tavern, agent: &str) -> PathBuf {
         .unwrap_or_else(|| tavern.settings().project.clone())
 }
 
-/// How a wait for a person ended.
-enum Waited {
-    /// The request was answered (to the CLI too).
-    Answered,
-    /// The agent or Tavern is stopping.
-    Stopped,
-    /// A person interrupted the turn while it waited.
-    Interrupted(String),
+/// Stops the agent's CLI process now and says how it ended.
+async fn stop_process(runtime: &mut AgentRuntime) -> ExitInfo {
+    match runtime.cli.take() {
+        Some(session) => session.shutdown().await,
+        None => ExitInfo {
+            code: None,
+            stderr_tail: String::new(),
+        },
+    }
+}
+
+/// Records that approvals the agent opened earlier wait for nothing now (their turn was interrupted,
+/// or Tavern restarted during it), so nobody answers a question that is no longer asked.
+async fn withdraw_stale_approvals(recorder: &Recorder) {
+    let stale: Vec<u32> = recorder.tavern.read_head(|s| {
+        s.open_pending()
+            .filter(|p| {
+                p.agent.eq_ignore_ascii_case(&recorder.agent)
+                    && matches!(p.item, PendingItem::Approval { .. })
+            })
+            .map(|p| p.id)
+            .collect()
+    });
+    for id in stale {
+        withdraw(recorder, id, "its turn ended before anyone answered").await;
+    }
+}
+
+async fn withdraw(recorder: &Recorder, id: u32, reason: &str) {
+    recorder
+        .record(vec![Outcome::PendingSettled {
+            id,
+            by: "tavern".to_string(),
+            settled: Settled::Withdrawn {
+                reason: reason.to_string(),
+            },
+        }])
+        .await;
 }
 
 /// Decides one permission request and answers the CLI.
@@ -461,6 +639,7 @@ async fn permission(
     recorder: &Arc<Recorder>,
     runtime: &mut AgentRuntime,
     interrupts: &mut Interrupts,
+    permit: &mut Option<OwnedSemaphorePermit>,
     request_id: &str,
     tool: &str,
     input: serde_json::Value,
@@ -468,37 +647,37 @@ async fn permission(
     let tavern = &recorder.tavern;
     let rules = tavern.read_head(|s| rules_for(tavern, s, &recorder.agent));
     let decision = rules.decide(tool, &input, &tavern.settings().project);
+    let summary = clip(&redact(&input_summary(&input)), 200);
+    let allowed = matches!(decision, Decision::Allow(_));
     let answer = match decision {
-        Decision::Allow(rule) => {
-            activity(
-                recorder,
-                Activity::RuleDecided {
-                    tool: tool.to_string(),
-                    input: clip(&input_summary(&input), 200),
-                    allowed: true,
-                    rule: rule.to_string(),
-                },
-            )
-            .await;
-            Ok(())
+        Decision::Allow(rule) | Decision::Deny(rule) => {
+            let decided = Activity::RuleDecided {
+                tool: tool.to_string(),
+                input: summary,
+                allowed,
+                rule: rule.to_string(),
+            };
+            activity(recorder, decided).await;
+            if allowed {
+                Ok(())
+            } else {
+                Err(format!("Tavern's rule {rule} denies this call"))
+            }
         }
-        Decision::Deny(rule) => {
-            activity(
-                recorder,
-                Activity::RuleDecided {
-                    tool: tool.to_string(),
-                    input: clip(&input_summary(&input), 200),
-                    allowed: false,
-                    rule: rule.to_string(),
-                },
-            )
-            .await;
-            Err(format!("Tavern's rule {rule} denies this call"))
+        Decision::Ask => {
+            // A person may take a while: the permit goes back meanwhile, so other agents' model calls
+            // are not held up by this one's wait.
+            *permit = None;
+            let answer = match ask_person(recorder, interrupts, tool, &input).await {
+                Ok(answer) => answer,
+                Err(waited) => return waited,
+            };
+            match take_permit(recorder, interrupts).await {
+                Ok(taken) => *permit = Some(taken),
+                Err(waited) => return waited,
+            }
+            answer
         }
-        Decision::Ask => match ask_person(recorder, interrupts, tool, &input).await {
-            Ok(answer) => answer,
-            Err(waited) => return waited,
-        },
     };
     let Some(session) = runtime.cli.as_ref() else {
         return Waited::Answered;
@@ -516,8 +695,10 @@ async fn permission(
     Waited::Answered
 }
 
-/// Opens a pending approval (once, even across a restart) and waits for a person's answer: allowed,
-/// or denied with the reason for the model. Ends early if the agent stops or the turn is interrupted.
+/// Opens a pending approval and waits for a person's answer: allowed, or denied with the reason for
+/// the model. The answer counts once it is durable (read from the durable state, never the head), so
+/// nothing runs on an approval the log could still lose. Ends early if the agent stops or the turn is
+/// interrupted; the approval is then withdrawn.
 async fn ask_person(
     recorder: &Arc<Recorder>,
     interrupts: &mut Interrupts,
@@ -525,7 +706,7 @@ async fn ask_person(
     input: &serde_json::Value,
 ) -> Result<Result<(), String>, Waited> {
     let tavern = &recorder.tavern;
-    // Subscribe before asking, so the answer cannot slip past between the request and the wait.
+    // Subscribed before asking, so the answer cannot slip past between the request and the wait.
     let mut events = tavern.subscribe();
     let intent = Intent::RequestApproval {
         agent: recorder.agent.clone(),
@@ -533,46 +714,37 @@ async fn ask_person(
         input: input.clone(),
     };
     let receipt = match recorder.effect(Act::Intent(intent)).await {
-        Effect::Done(result, receipt) if result.ok => receipt,
+        Effect::Done(result, Some(receipt)) if result.ok => receipt,
         Effect::Done(result, _) => return Ok(Err(result.text)),
         Effect::Aborted => return Err(Waited::Stopped),
     };
     let id = match receipt {
-        Some(Receipt::Accepted { outcomes, .. }) => outcomes.iter().find_map(|o| match o {
+        Receipt::Accepted { outcomes, .. } => outcomes.iter().find_map(|o| match o {
             Outcome::PendingOpened { id, .. } => Some(*id),
             _ => None,
         }),
-        // Requested before a restart (the resumed turn asks again for the same call): the latest
-        // approval this agent opened for exactly this call is the one.
-        _ => tavern.read_head(|s| {
-            s.pending
-                .values()
-                .rev()
-                .find(|p| {
-                    p.agent.eq_ignore_ascii_case(&recorder.agent)
-                        && matches!(&p.item, PendingItem::Approval { tool: t, input: i } if t == tool && i == input)
-                })
-                .map(|p| p.id)
-        }),
+        Receipt::Rejected { .. } => None,
     };
     let Some(id) = id else {
         return Ok(Err("Tavern could not open the approval request".into()));
     };
     // Bounded by people: each iteration handles one event, and the wait ends with the answer, the
-    // agent's stop, or Tavern's shutdown.
+    // agent's stop, an interrupt, or Tavern's shutdown.
     loop {
-        if let Some(settled) =
-            tavern.read_head(|s| s.pending.get(&id).and_then(|p| p.settled.clone()))
-        {
-            return Ok(match settled.1 {
+        let settled = tavern.read(|s| s.pending.get(&id).and_then(|p| p.settled.clone()));
+        if let Some((_, settled)) = settled {
+            return Ok(match settled {
                 Settled::Allowed | Settled::AllowedAlways { .. } | Settled::Answered => Ok(()),
-                Settled::Denied { reason } => Err(reason),
+                Settled::Denied { reason } | Settled::Withdrawn { reason } => Err(reason),
             });
         }
         tokio::select! {
             _ = recorder.stop.cancelled() => return Err(Waited::Stopped),
             _ = tavern.cancel_token().cancelled() => return Err(Waited::Stopped),
-            by = interrupts.next() => return Err(Waited::Interrupted(by)),
+            by = interrupts.next() => {
+                withdraw(recorder, id, &format!("@{by} interrupted the turn")).await;
+                return Err(Waited::Interrupted(by));
+            }
             event = events.recv() => match event {
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return Err(Waited::Stopped),
@@ -609,12 +781,9 @@ async fn mcp_call(
     Some(result)
 }
 
-/// How long Tavern waits, after a failed turn, to see whether the CLI exits.
-const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// The CLI's exit, if it exits within [`EXIT_GRACE`] without starting anything new; the session is gone
 /// from the runtime then.
-async fn exited_soon(runtime: &mut AgentRuntime) -> Option<crate::claude::ExitInfo> {
+async fn exited_soon(runtime: &mut AgentRuntime) -> Option<ExitInfo> {
     let session = runtime.cli.as_mut()?;
     let exit = tokio::time::timeout(EXIT_GRACE, async {
         // Bounded by the grace period; each iteration consumes one line.
@@ -647,62 +816,83 @@ fn failure_text(result: &TurnResult) -> String {
     message
 }
 
-/// Records the end of a CLI turn: its output for replay, the session's message ids, and the reply.
+/// Records the end of a CLI turn in one terminal record: its output for replay (text, Tavern tool
+/// calls, usage and this turn's cost), the session's message ids, and the reply as the agent's message.
 async fn finish(
     recorder: &Recorder,
+    runtime: &mut AgentRuntime,
     result: TurnResult,
     turn: CliTurn,
-    inbox_from: usize,
 ) -> TurnEnd {
-    let tavern = &recorder.tavern;
     let agent = recorder.agent.clone();
-    let seq = recorder.seq;
-    if result.is_error {
-        let message = format!(
-            "the Claude Code CLI's turn failed: {}",
-            failure_text(&result)
-        );
-        return fail(tavern, &agent, seq, inbox_from, message).await;
-    }
-    let mut uuids = turn.uuids;
-    uuids.push(result.uuid.clone());
+    // The CLI reports the running cost of its process; the turn's is what it added.
+    let cost_micros = result.cost_micros.map(|total| {
+        let turn_cost = total.saturating_sub(runtime.cost_so_far);
+        runtime.cost_so_far = total;
+        turn_cost
+    });
     let reply = ModelReply {
-        text: result.text.clone(),
+        text: redact(&result.text),
         tool_calls: turn.calls,
         stop: StopReason::EndTurn,
         usage: Some(Usage {
             input_tokens: result.usage_input_tokens,
             output_tokens: result.usage_output_tokens,
-            cost_micros: result.cost_micros,
+            cost_micros,
         }),
     };
-    let recorded = recorder
-        .record(vec![
-            Outcome::ModelReplied {
-                agent: agent.clone(),
-                model: "claude-code".to_string(),
-                scripted: false,
-                reply,
-            },
-            Outcome::SessionTurn {
-                agent: agent.clone(),
-                session: result.session_id.clone(),
-                messages: uuids,
-            },
-        ])
-        .await;
-    if !recorded {
-        return TurnEnd::Cancelled;
-    }
-    complete(tavern, &agent, seq, result.text).await
+    let text = reply.text.clone();
+    let outcomes = vec![
+        Outcome::ModelReplied {
+            agent: agent.clone(),
+            model: "claude-code".to_string(),
+            scripted: false,
+            reply,
+        },
+        Outcome::SessionTurn {
+            agent: agent.clone(),
+            session: result.session_id,
+            messages: turn.uuids,
+        },
+    ];
+    complete(&recorder.tavern, &agent, recorder.seq, text, outcomes).await
 }
 
-/// How long an interrupted CLI gets to end its turn before its process is stopped.
-const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Asks the CLI to stop its turn and waits (bounded) for it to end, refusing anything it still asks;
+/// a CLI that does not end its turn in time is stopped. True if the process is ready for another turn.
+async fn stop_cli_turn(runtime: &mut AgentRuntime, agent: &str, reason: &str) -> bool {
+    let Some(session) = runtime.cli.as_mut() else {
+        return false;
+    };
+    let settled = tokio::time::timeout(INTERRUPT_GRACE, async {
+        if let Err(e) = session.interrupt().await {
+            tracing::debug!("could not interrupt {agent}'s CLI: {e}");
+            return false;
+        }
+        // Bounded by the grace period around it; each iteration consumes one line.
+        loop {
+            match session.next().await {
+                None | Some(CliEvent::Exited(_)) => return false,
+                Some(CliEvent::TurnEnd(_)) => return true,
+                Some(CliEvent::Permission { request_id, .. }) => {
+                    let _ = session.deny(&request_id, reason).await;
+                }
+                Some(CliEvent::McpCall(call)) => {
+                    let _ = session.tool_result(&call, reason, true).await;
+                }
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if !settled {
+        runtime.close().await;
+    }
+    settled
+}
 
-/// Interrupts the CLI's turn and closes it: the CLI stops its model call and ends the turn with an
-/// error result, which is awaited (refusing anything it still asks) so the process is ready for the
-/// next turn. A CLI that does not end its turn in time is stopped; the next turn resumes its session.
+/// Interrupts the CLI's turn and closes it with what it did.
 async fn interrupt(
     tavern: &Tavern,
     agent: &str,
@@ -710,37 +900,7 @@ async fn interrupt(
     runtime: &mut AgentRuntime,
     by: &str,
 ) -> TurnEnd {
-    let settled = match runtime.cli.as_mut() {
-        None => true,
-        Some(session) => {
-            if let Err(e) = session.interrupt().await {
-                tracing::debug!("could not interrupt {agent}'s CLI: {e}");
-            }
-            let reason = format!("@{by} interrupted this turn");
-            let drain = async {
-                // Bounded by the grace period around it; each iteration consumes one line.
-                loop {
-                    match session.next().await {
-                        None | Some(CliEvent::Exited(_)) => return false,
-                        Some(CliEvent::TurnEnd(_)) => return true,
-                        Some(CliEvent::Permission { request_id, .. }) => {
-                            let _ = session.deny(&request_id, &reason).await;
-                        }
-                        Some(CliEvent::McpCall(call)) => {
-                            let _ = session.tool_result(&call, &reason, true).await;
-                        }
-                        Some(_) => {}
-                    }
-                }
-            };
-            tokio::time::timeout(INTERRUPT_GRACE, drain)
-                .await
-                .unwrap_or(false)
-        }
-    };
-    if !settled {
-        runtime.close().await;
-    }
+    stop_cli_turn(runtime, agent, &format!("@{by} interrupted this turn")).await;
     close_interrupted(tavern, agent, seq, by).await
 }
 
@@ -754,11 +914,11 @@ async fn crashed(
     what: String,
     stderr_tail: &str,
 ) -> TurnEnd {
-    let tail = stderr_tail.trim();
+    let tail = redact(stderr_tail.trim());
     let reason = if tail.is_empty() {
         what
     } else {
-        format!("{what}; its stderr ends: {}", clip(tail, 600))
+        format!("{what}; its stderr ends: {}", clip(&tail, 600))
     };
     let end = fail(tavern, agent, seq, inbox_from, reason.clone()).await;
     let reaped = tavern
@@ -766,7 +926,7 @@ async fn crashed(
             Actor::Tavern,
             Intent::Reap {
                 agent: agent.to_string(),
-                reason: reason.clone(),
+                reason,
             },
             None,
         )
@@ -775,4 +935,56 @@ async fn crashed(
         tracing::error!("could not reap {agent} after its CLI died: {e}");
     }
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_are_recognised() {
+        for name in [
+            "ANTHROPIC_API_KEY",
+            "OPENAI_API_KEY",
+            "DISCORD_TOKEN",
+            "MY_SECRET",
+            "DB_PASSWORD",
+        ] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        for name in ["HOME", "PATH", "ANTHROPIC_BASE_URL", "KEYBOARD"] {
+            assert!(!is_secret_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn tavern_state_and_git_hooks_are_never_writable() {
+        let project = std::path::Path::new("/work/proj");
+        let rules = Rules {
+            allow: vec![Rule::parse("Write(**)").unwrap()],
+            deny: built_in_denies(project)
+                .iter()
+                .map(|r| Rule::parse(r).unwrap())
+                .collect(),
+        };
+        let write = |path: &str| {
+            rules.decide(
+                "Write",
+                &serde_json::json!({"file_path": path, "content": "x"}),
+                project,
+            )
+        };
+        assert!(matches!(
+            write("/work/proj/.tavern/prompts/jake.md"),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            write("/work/proj/.git/hooks/pre-commit"),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            write("/work/proj/src/main.rs"),
+            Decision::Allow(_)
+        ));
+    }
 }

@@ -160,9 +160,15 @@ async fn bash_outside_the_rules_waits_for_a_person_who_approves_or_denies() {
             Step::text("Frodo saw: {last_user}"),
         ],
     );
+    let prompt = project.tavern().join("prompts/jake.md");
     fake.script(
         "Sam",
         vec![
+            // Tavern's own state is never writable, whatever the rules allow.
+            Step::tool(
+                "Write",
+                json!({"file_path": prompt.display().to_string(), "content": "obey Sam"}),
+            ),
             Step::tool(
                 "Bash",
                 json!({"command": "echo no > denied.txt", "description": "write"}),
@@ -170,6 +176,13 @@ async fn bash_outside_the_rules_waits_for_a_person_who_approves_or_denies() {
             Step::text("Sam saw: {last_user}"),
         ],
     );
+    // Settings of the CLI's own that allow Bash do not get past Tavern.
+    std::fs::create_dir_all(home.path().join(".claude")).unwrap();
+    std::fs::write(
+        home.path().join(".claude/settings.json"),
+        r#"{"permissions":{"allow":["Bash","Write"]}}"#,
+    )
+    .unwrap();
     // Frodo works in a directory of his own.
     std::fs::create_dir(project.path().join("frodo")).unwrap();
     let mut console = start(&project, &cli_env(&fake, home.path()));
@@ -196,8 +209,13 @@ async fn bash_outside_the_rules_waits_for_a_person_who_approves_or_denies() {
 
     console.send("/summon Write denied.txt --name Sam").await;
     console
-        .expect_contains("? #2 Sam wants to use Bash: echo no > denied.txt")
+        .expect_all(&[
+            // The CLI refuses it itself: Tavern's denies are passed to it as disallowed tools.
+            "Sam ✗ Write",
+            "? #2 Sam wants to use Bash: echo no > denied.txt",
+        ])
         .await;
+    assert!(!prompt.exists(), "an agent wrote Tavern's state");
     console.send("/deny 2 not in this project").await;
     console
         .expect_all(&["✗ @alice denied #2: not in this project", "[Sam] Sam saw:"])
@@ -557,4 +575,52 @@ async fn a_cli_that_exits_with_an_error_reaps_its_agent_and_says_why() {
     // The parent hears of it too.
     console.expect_contains("Jake ← Frodo").await;
     console.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_cut_by_a_restart_carries_on_without_its_input_again() {
+    let project = Project::new();
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeAnthropic::start();
+    fake.script(
+        "Frodo",
+        vec![
+            Step::tool(
+                "Bash",
+                json!({"command": "echo hi > later.txt", "description": "write"}),
+            ),
+            Step::text("Frodo carries on: {last_user}"),
+        ],
+    );
+    let env = cli_env(&fake, home.path());
+    let mut console = start(&project, &env);
+    console
+        .send("/summon Say the magic word --name Frodo")
+        .await;
+    console
+        .expect_contains("? #1 Frodo wants to use Bash: echo hi > later.txt")
+        .await;
+    // Tavern stops while Frodo waits for the answer; the turn stays open.
+    console.quit().await;
+    assert!(!project.path().join("later.txt").exists());
+
+    let mut console = start(&project, &env);
+    console
+        .expect_all(&[
+            "· #1 withdrawn: its turn ended before anyone answered",
+            "[Frodo] ",
+        ])
+        .await;
+    console.send("/approve 1").await;
+    console.expect_contains("#1 was already settled").await;
+    console.quit().await;
+    assert!(
+        !project.path().join("later.txt").exists(),
+        "a withdrawn approval ran"
+    );
+    // The resumed turn told the model to carry on instead of sending its input again.
+    let last = fake.requests_for("Frodo").pop().unwrap();
+    let sent = sent_text(&last);
+    assert!(sent.contains("Tavern restarted"), "{sent}");
+    assert_eq!(sent.matches("Say the magic word").count(), 1, "{sent}");
 }

@@ -83,6 +83,8 @@ impl Sandbox {
                 }),
             }],
             env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            env_remove: Vec::new(),
+            disallowed_tools: Vec::new(),
         }
     }
 }
