@@ -486,10 +486,11 @@ async fn fail(tavern: &Tavern, agent: &str, seq: Seq, inbox_from: usize, error: 
     let message = error.clone();
     let recorded = tavern
         .update_with(seq, move |state, env| {
+            // The entry's error names the agent: surfaces show it without the entry's intent at hand.
             (
                 Status::Failed,
                 crate::domain::decide::fail_turn(state, &agent_name, inbox_from, &message, env),
-                Some(message.clone()),
+                Some(format!("{agent_name}'s turn failed: {message}")),
             )
         })
         .await;

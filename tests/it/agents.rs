@@ -624,3 +624,58 @@ async fn a_turn_cut_by_a_restart_carries_on_without_its_input_again() {
     assert!(sent.contains("Tavern restarted"), "{sent}");
     assert_eq!(sent.matches("Say the magic word").count(), 1, "{sent}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jake_on_a_local_openai_compatible_server_summons_and_fails_visibly_when_it_breaks() {
+    let project = Project::new();
+    let home = tempfile::tempdir().unwrap();
+    let fake = crate::fakes::openai::FakeOpenAi::start();
+    let mut steps = vec![
+        Step::tool(
+            "summon_agent",
+            json!({"assignment": "Tidy up", "type": "drone", "name": "Pippin"}),
+        ),
+        Step::text("Jake heard: {last_user}"),
+    ];
+    steps.extend(vec![Step::server_error(); 8]);
+    fake.script("Jake", steps);
+    let env = vec![
+        ("HOME".to_string(), home.path().display().to_string()),
+        (
+            "OPENAI_BASE_URL".to_string(),
+            format!("{}/v1", fake.base_url()),
+        ),
+        (
+            "TAVERN_MODEL__JAKE".to_string(),
+            "openai:fake-model".to_string(),
+        ),
+        ("TAVERN_MODEL__MAX_RETRIES".to_string(), "1".to_string()),
+        (
+            "TAVERN_SUPERVISOR__MAX_RESTARTS".to_string(),
+            "1".to_string(),
+        ),
+    ];
+    let mut console = start(&project, &env);
+    console.send("tidy up please").await;
+    console
+        .expect_all(&[
+            "+ Pippin (drone) summoned under Jake: Tidy up",
+            "[Jake] Jake heard:",
+        ])
+        .await;
+    let jake = fake.requests_for("Jake");
+    assert!(
+        sent_text(&jake[1]).contains("Summoned Pippin"),
+        "no tool round trip"
+    );
+    console.send("and again").await;
+    let line = console.expect_contains("500").await;
+    assert!(
+        line.contains("Jake's turn failed: the model openai:fake-model failed"),
+        "{line}"
+    );
+    console
+        .expect_contains("Jake could not answer after 2 tries")
+        .await;
+    console.quit().await;
+}
