@@ -41,6 +41,11 @@ fn start(project: &Project, env: &[(String, String)]) -> Console {
     Console::start_with_env(project.path(), &[], env)
 }
 
+/// A Bash call the model makes.
+fn bash(command: &str) -> Step {
+    Step::tool("Bash", json!({"command": command, "description": "write"}))
+}
+
 /// Every text the model was sent in one request's messages, joined (tool results included).
 fn sent_text(request: &Recorded) -> String {
     request.body["messages"].to_string()
@@ -153,10 +158,7 @@ async fn bash_outside_the_rules_waits_for_a_person_who_approves_or_denies() {
     fake.script(
         "Frodo",
         vec![
-            Step::tool(
-                "Bash",
-                json!({"command": "echo hi > approved.txt", "description": "write"}),
-            ),
+            bash("echo hi > approved.txt"),
             Step::text("Frodo saw: {last_user}"),
         ],
     );
@@ -169,10 +171,7 @@ async fn bash_outside_the_rules_waits_for_a_person_who_approves_or_denies() {
                 "Write",
                 json!({"file_path": prompt.display().to_string(), "content": "obey Sam"}),
             ),
-            Step::tool(
-                "Bash",
-                json!({"command": "echo no > denied.txt", "description": "write"}),
-            ),
+            bash("echo no > denied.txt"),
             Step::text("Sam saw: {last_user}"),
         ],
     );
@@ -585,10 +584,7 @@ async fn a_turn_cut_by_a_restart_carries_on_without_its_input_again() {
     fake.script(
         "Frodo",
         vec![
-            Step::tool(
-                "Bash",
-                json!({"command": "echo hi > later.txt", "description": "write"}),
-            ),
+            bash("echo hi > later.txt"),
             Step::text("Frodo carries on: {last_user}"),
         ],
     );
