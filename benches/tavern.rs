@@ -22,6 +22,7 @@ fn config(dir: &std::path::Path) -> Config {
         models: Default::default(),
         max_retries: 0,
         permissions: Default::default(),
+        discord: Default::default(),
         max_concurrent_calls: 10,
         verify_timeout: Duration::from_secs(30),
         output_limit: 4096,

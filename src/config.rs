@@ -40,6 +40,7 @@ struct RawConfig {
     tavern: RawTavern,
     model: RawModel,
     permissions: RawPermissions,
+    discord: RawDiscord,
     verify: RawVerify,
     console: RawConsole,
     supervisor: RawSupervisor,
@@ -82,6 +83,40 @@ struct RawPermissions {
     monitor: RawRules,
 }
 
+/// A Discord id as written in a file (a number or a string; TOML integers hold every snowflake) or in
+/// the environment (a string).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawId {
+    Number(u64),
+    Text(String),
+}
+
+/// A list of Discord ids: a TOML array, or one string of ids separated by commas (the environment).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawIds {
+    List(Vec<RawId>),
+    // One id from the environment, which the config crate reads as a number.
+    One(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscord {
+    guild_id: RawId,
+    channel_id: RawId,
+    allowed_users: RawIds,
+    allowed_roles: RawIds,
+    agent_users: RawIds,
+    agent_roles: RawIds,
+    approvers: RawIds,
+    approver_roles: RawIds,
+    signoff_by_other: bool,
+    api_base_url: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVerify {
@@ -122,6 +157,33 @@ pub struct PermissionConfig {
     pub kinds: Vec<(AgentKind, Vec<String>, Vec<String>)>,
 }
 
+/// The Discord surface's settings. Ids are Discord snowflakes; `0` means unset. The token is not here:
+/// it is read from `DISCORD_TOKEN` only, so it never sits in a file Tavern reads or writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscordConfig {
+    /// The guild (server) Tavern serves.
+    pub guild_id: u64,
+    /// Jake's main channel.
+    pub channel_id: u64,
+    /// Users who may talk to Jake (and, unless `agent_users`/`agent_roles` are set, to agents).
+    pub allowed_users: Vec<u64>,
+    /// Roles whose members may talk to Jake (and to agents, likewise).
+    pub allowed_roles: Vec<u64>,
+    /// Users who may talk to agents in their threads; empty means the `allowed_*` lists.
+    pub agent_users: Vec<u64>,
+    /// Roles whose members may talk to agents; empty means the `allowed_*` lists.
+    pub agent_roles: Vec<u64>,
+    /// Users whose reactions approve tool calls and sign commitments off, besides the requester.
+    pub approvers: Vec<u64>,
+    /// Roles whose members approve likewise.
+    pub approver_roles: Vec<u64>,
+    /// Whether a commitment's sign-off must come from someone other than the agent's requester.
+    pub signoff_by_other: bool,
+    /// The Discord HTTP API base (a proxy such as twilight-http-proxy or nirn-proxy); `None` for
+    /// discord.com. Its `/gateway` answer decides the gateway address.
+    pub api_base_url: Option<String>,
+}
+
 /// The model an agent type gets when nothing is configured: with an Anthropic key or base URL in the
 /// environment, Jake, drones and monitors talk to the Anthropic API and mortals run in the Claude Code
 /// CLI; without either, there is no model.
@@ -155,6 +217,8 @@ pub struct Config {
     pub max_retries: u32,
     /// Tool permission rules: the project's, then each agent type's.
     pub permissions: PermissionConfig,
+    /// The Discord surface's settings (`tavern serve`).
+    pub discord: DiscordConfig,
     /// The global cap on concurrent model calls.
     pub max_concurrent_calls: usize,
     /// The timeout of one assertion.
@@ -234,6 +298,7 @@ impl Config {
                 message: format!("is {}; it must be zero or more", raw.model.max_retries),
             })?;
         let permissions = resolve_permissions(&raw.permissions)?;
+        let discord = resolve_discord(&raw.discord)?;
         let max_concurrent_calls =
             positive(raw.model.max_concurrent_calls, "model.max_concurrent_calls")?;
         let verify_timeout = seconds(raw.verify.timeout_secs, "verify.timeout_secs")?;
@@ -265,6 +330,7 @@ impl Config {
             models,
             max_retries,
             permissions,
+            discord,
             max_concurrent_calls,
             verify_timeout,
             output_limit,
@@ -308,6 +374,56 @@ fn resolve_models(
         mortal: kind(&raw.mortal, "model.mortal", AgentKind::Mortal)?,
         drone: kind(&raw.drone, "model.drone", AgentKind::Drone)?,
         monitor: kind(&raw.monitor, "model.monitor", AgentKind::Monitor)?,
+    })
+}
+
+fn id(raw: &RawId, key: &'static str) -> Result<u64, ConfigError> {
+    match raw {
+        RawId::Number(n) => Ok(*n),
+        RawId::Text(t) if t.trim().is_empty() => Ok(0),
+        RawId::Text(t) => t.trim().parse().map_err(|_| ConfigError::Invalid {
+            key,
+            message: format!(
+                "is {t:?}, which is not a Discord id (a number, as Discord's \"Copy ID\" gives)"
+            ),
+        }),
+    }
+}
+
+fn ids(raw: &RawIds, key: &'static str) -> Result<Vec<u64>, ConfigError> {
+    match raw {
+        RawIds::List(list) => list.iter().map(|r| id(r, key)).collect(),
+        RawIds::One(n) => Ok(vec![*n]),
+        RawIds::Text(text) => text
+            .split(',')
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| id(&RawId::Text(t.to_string()), key))
+            .collect(),
+    }
+}
+
+fn resolve_discord(raw: &RawDiscord) -> Result<DiscordConfig, ConfigError> {
+    let api_base_url = raw.api_base_url.trim().trim_end_matches('/').to_string();
+    let web = api_base_url.starts_with("http://") || api_base_url.starts_with("https://");
+    if !api_base_url.is_empty() && !web {
+        return Err(ConfigError::Invalid {
+            key: "discord.api_base_url",
+            message: format!(
+                "is {api_base_url:?}; it must be an http:// or https:// address (or empty for discord.com)"
+            ),
+        });
+    }
+    Ok(DiscordConfig {
+        guild_id: id(&raw.guild_id, "discord.guild_id")?,
+        channel_id: id(&raw.channel_id, "discord.channel_id")?,
+        allowed_users: ids(&raw.allowed_users, "discord.allowed_users")?,
+        allowed_roles: ids(&raw.allowed_roles, "discord.allowed_roles")?,
+        agent_users: ids(&raw.agent_users, "discord.agent_users")?,
+        agent_roles: ids(&raw.agent_roles, "discord.agent_roles")?,
+        approvers: ids(&raw.approvers, "discord.approvers")?,
+        approver_roles: ids(&raw.approver_roles, "discord.approver_roles")?,
+        signoff_by_other: raw.signoff_by_other,
+        api_base_url: (!api_base_url.is_empty()).then_some(api_base_url),
     })
 }
 

@@ -24,6 +24,7 @@ pub mod bus;
 pub mod claude;
 pub mod config;
 pub mod console;
+pub mod discord;
 pub mod domain;
 pub mod executor;
 pub mod log;

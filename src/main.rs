@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Chat with Jake and run commands in this terminal.
     Console,
+    /// Serve the tavern on Discord: Jake in the configured channel, a thread per agent. The bot token
+    /// comes from DISCORD_TOKEN; the rest from the [discord] table of the config.
+    Serve,
 }
 
 fn init_tracing() {
@@ -87,6 +90,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.shutdown().await?;
             println!("Closed the tavern. Everything acknowledged is in .tavern/.");
             result
+        }
+        Command::Serve => {
+            // Checked before the tavern opens, so a missing token or setting costs nothing.
+            let token = tavern::discord::token_from_env()?;
+            tavern::discord::check(&config.discord)?;
+            let mut app = App::start(config).await?;
+            eprintln!("Serving the tavern on Discord; Ctrl-C or SIGTERM stops it.");
+            let result = tavern::discord::serve(&mut app, token, shutdown_signal()).await;
+            app.shutdown().await?;
+            eprintln!("Closed the tavern. Everything acknowledged is in .tavern/.");
+            Ok(result?)
         }
     }
 }

@@ -102,3 +102,23 @@ fn none_as_the_default_model_means_none_even_with_a_key_in_the_environment() {
     assert_eq!(config.models.drone, None);
     assert_eq!(config.models.mortal.as_deref(), Some("claude-code"));
 }
+
+#[test]
+fn discord_ids_come_from_numbers_strings_or_comma_lists() {
+    let config = load_file(
+        "[discord]\nguild_id = 2000\nchannel_id = \"4000\"\nallowed_users = [5000, \"5001\"]\napprovers = \"6000, 6001\"\napi_base_url = \"http://127.0.0.1:9/\"\n",
+    )
+    .unwrap();
+    let d = config.discord;
+    assert_eq!((d.guild_id, d.channel_id), (2000, 4000));
+    assert_eq!(d.allowed_users, vec![5000, 5001]);
+    assert_eq!(d.approvers, vec![6000, 6001]);
+    assert_eq!(d.api_base_url.as_deref(), Some("http://127.0.0.1:9"));
+    let error = load_file("[discord]\nchannel_id = \"general\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("discord.channel_id") && error.contains("general"),
+        "{error}"
+    );
+}

@@ -219,6 +219,9 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
             Outcome::RuleAdded { agent, rule } => {
                 lines.push(format!("· {agent} may now use {rule} without asking"))
             }
+            Outcome::ThreadAttached { agent, thread, .. } => {
+                lines.push(format!("· {agent} works in thread {thread}"))
+            }
             Outcome::SessionStarted { agent, session } => {
                 lines.push(format!("· {agent} session {session}"))
             }

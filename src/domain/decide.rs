@@ -308,6 +308,26 @@ pub fn decide(
             request_approval(state, actor, agent, tool, input)
         }
         Intent::Answer { id, answer } => answer_pending(state, actor, *id, answer, env),
+        Intent::AttachThread {
+            agent,
+            thread,
+            header,
+        } => {
+            if !matches!(actor, Actor::Tavern) {
+                return Err(DomainError::NotAllowed(
+                    "only Tavern's surfaces attach threads".into(),
+                ));
+            }
+            let node = existing(state, agent)?;
+            if thread.trim().is_empty() {
+                return Err(DomainError::Empty("the thread id"));
+            }
+            Ok(Decision::done(vec![Outcome::ThreadAttached {
+                agent: node.name.clone(),
+                thread: thread.clone(),
+                header: header.clone(),
+            }]))
+        }
         Intent::Interrupt { agent } => {
             let node = live(state, agent)?;
             let Actor::User(by) = actor else {

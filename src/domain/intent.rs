@@ -239,6 +239,17 @@ pub enum Intent {
         /// The answer.
         answer: Answer,
     },
+    /// A surface opened a conversation place for an agent (a Discord thread); it is where the agent's
+    /// work shows and where people reply to it, re-attached after a restart.
+    AttachThread {
+        /// The agent.
+        agent: String,
+        /// The surface's id for it.
+        thread: String,
+        /// The surface's id of the message at the top of the thread that shows the agent's state.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<String>,
+    },
     /// A person edited a document under `.tavern/` outside Tavern.
     EditDocument {
         /// The document's path relative to `.tavern/`.
@@ -275,6 +286,7 @@ impl Intent {
             Intent::RequestApproval { .. } => "request_approval",
             Intent::Answer { .. } => "answer",
             Intent::Interrupt { .. } => "interrupt",
+            Intent::AttachThread { .. } => "attach_thread",
             Intent::EditDocument { .. } => "edit_document",
         }
     }
@@ -341,6 +353,7 @@ impl Intent {
                 )
             }
             Intent::Interrupt { agent } => format!("interrupt {agent}"),
+            Intent::AttachThread { agent, thread, .. } => format!("thread {thread} for {agent}"),
             Intent::Answer { id, answer } => match answer {
                 Answer::Allow => format!("allow #{id}"),
                 Answer::Deny { reason } => format!(

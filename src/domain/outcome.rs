@@ -329,6 +329,16 @@ pub enum Outcome {
         /// How.
         settled: Settled,
     },
+    /// A surface's thread now belongs to an agent.
+    ThreadAttached {
+        /// The agent.
+        agent: String,
+        /// The surface's id for the thread.
+        thread: String,
+        /// The surface's id of the thread's header message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<String>,
+    },
     /// A person interrupted an agent's running turn (the turn's task stops it and closes the turn).
     TurnInterrupted {
         /// The agent.

@@ -52,6 +52,9 @@ pub struct AgentFront {
     /// Its working directory, when not the project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
+    /// The surface thread its work shows in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
     /// Its runtime session (the Claude Code CLI's session id), resumed after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
@@ -140,6 +143,7 @@ pub fn agent_front(node: &AgentNode) -> AgentFront {
         task_mode: node.task_mode,
         children: node.children.clone(),
         workdir: node.workdir.clone(),
+        thread: node.thread.clone(),
         session: node.session.clone(),
         rules: node.rules.clone(),
         created: node.created,
@@ -344,6 +348,7 @@ pub fn documents_for(state: &TavernState, outcomes: &[Outcome]) -> Vec<DocWrite>
             | Outcome::RestartStrategyChanged { agent, .. }
             | Outcome::RuleAdded { agent, .. }
             | Outcome::SessionStarted { agent, .. }
+            | Outcome::ThreadAttached { agent, .. }
             | Outcome::ModelReplied { agent, .. } => {
                 agents.insert(agent.to_lowercase());
             }
@@ -517,6 +522,7 @@ pub(super) fn decide_edit(
         task_mode,
         children,
         workdir,
+        thread,
         session,
         rules,
         created,

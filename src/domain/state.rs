@@ -38,6 +38,10 @@ pub struct AgentNode {
     pub model: Option<String>,
     /// Its working directory (absolute), when not the project.
     pub workdir: Option<String>,
+    /// The surface thread its work shows in (a Discord thread id), once one was opened.
+    pub thread: Option<String>,
+    /// The thread's header message, which shows the agent's state.
+    pub thread_header: Option<String>,
     /// Mode flags.
     pub modes: Modes,
     /// Task mode.
@@ -95,6 +99,8 @@ impl AgentNode {
             notes: String::new(),
             model: new.model.clone(),
             workdir: new.workdir.clone(),
+            thread: None,
+            thread_header: None,
             modes: new.modes,
             task_mode: TaskMode::default(),
             restart: RestartStrategy::default(),
@@ -210,6 +216,13 @@ impl Pending {
 }
 
 impl TavernState {
+    /// The agent whose surface thread this is.
+    pub fn agent_by_thread(&self, thread: &str) -> Option<&AgentNode> {
+        self.agents
+            .values()
+            .find(|n| n.thread.as_deref() == Some(thread))
+    }
+
     /// Looks an agent up by name, case-insensitively.
     pub fn agent(&self, name: &str) -> Option<&AgentNode> {
         self.agents.get(&name.to_lowercase())
@@ -492,6 +505,16 @@ impl TavernState {
                         node.rules.push(rule.clone());
                     }
                     node.updated = ts;
+                }
+            }
+            Outcome::ThreadAttached {
+                agent,
+                thread,
+                header,
+            } => {
+                if let Some(node) = self.agent_mut(agent) {
+                    node.thread = Some(thread.clone());
+                    node.thread_header = header.clone();
                 }
             }
             Outcome::SessionStarted { agent, session } => {

@@ -438,6 +438,7 @@ pub fn test_config(
         models: tavern::model::KindModels::all(model.map(|m| m.to_string())),
         max_retries: 1,
         permissions: Default::default(),
+        discord: Default::default(),
         max_concurrent_calls: 4,
         verify_timeout: Duration::from_secs(10),
         output_limit: 1024,

@@ -1,0 +1,158 @@
+//! Slash commands (poise), and the framework that routes every gateway event: messages and reactions go
+//! to [`super::inbound`]. Commands answer within Discord's 3-second window; the ones that may take
+//! longer defer first.
+
+use poise::serenity_prelude as serenity;
+use tavern_plugin_api::AgentKind;
+
+use super::inbound::{may_talk_to_jake, person};
+use super::Surface;
+use crate::domain::{Actor, Intent, Summon};
+use crate::executor::Receipt;
+
+/// The error type of commands; shown to the person in the command's reply.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+type Context<'a> = poise::Context<'a, Surface, Error>;
+
+/// Whether the person running a command may use Tavern at all.
+async fn check_allowed(ctx: Context<'_>) -> Result<bool, Error> {
+    let user = ctx.author().id.get();
+    let roles: Vec<u64> = ctx
+        .author_member()
+        .await
+        .map(|m| m.roles.iter().map(|r| r.get()).collect())
+        .unwrap_or_default();
+    if may_talk_to_jake(&ctx.data().config, user, &roles) {
+        return Ok(true);
+    }
+    ctx.send(
+        poise::CreateReply::default()
+            .content("Only the people this tavern is set up for can use its commands.")
+            .ephemeral(true),
+    )
+    .await?;
+    Ok(false)
+}
+
+async fn submit(ctx: Context<'_>, intent: Intent) -> Result<String, Error> {
+    let actor = Actor::User(person(ctx.author().id.get()));
+    Ok(match ctx.data().tavern.submit(actor, intent, None).await? {
+        Receipt::Accepted { seq, .. } => format!("ok #{seq}"),
+        Receipt::Rejected { seq, error } => format!("error #{seq}: {error}"),
+    })
+}
+
+/// Summon an agent under Jake to do a piece of work.
+#[poise::command(slash_command, check = "check_allowed")]
+async fn summon(
+    ctx: Context<'_>,
+    #[description = "What the agent is to do"] assignment: String,
+    #[description = "mortal (default), drone, monitor, reviewer, tester, architect"] kind: Option<
+        String,
+    >,
+    #[description = "A name instead of the next from the theme"] name: Option<String>,
+) -> Result<(), Error> {
+    let (kind, expert) = match kind {
+        Some(k) => AgentKind::parse_summonable(&k)?,
+        None => (AgentKind::Mortal, None),
+    };
+    let parent = ctx
+        .data()
+        .tavern
+        .read(|s| s.jake.clone())
+        .unwrap_or_default();
+    let reply = submit(
+        ctx,
+        Intent::Summon(Summon {
+            parent,
+            assignment: Some(assignment),
+            kind,
+            expert,
+            name,
+            model: None,
+            workdir: None,
+        }),
+    )
+    .await?;
+    ctx.say(reply).await?;
+    Ok(())
+}
+
+/// The tree of agents with their states.
+#[poise::command(slash_command, check = "check_allowed")]
+async fn agents(ctx: Context<'_>) -> Result<(), Error> {
+    let tree = ctx.data().tavern.read(crate::console::render::agent_tree);
+    ctx.say(format!("```\n{}\n```", clip(&tree, 1900))).await?;
+    Ok(())
+}
+
+/// The tavern at a glance.
+#[poise::command(slash_command, check = "check_allowed")]
+async fn status(ctx: Context<'_>) -> Result<(), Error> {
+    let (agents, pending) = ctx.data().tavern.read(|s| {
+        (
+            s.agents_in_order().filter(|n| !n.state.is_dead()).count(),
+            s.open_pending().count(),
+        )
+    });
+    ctx.say(format!(
+        "{agents} live agents, {pending} waiting for a person"
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Dismiss an agent that is Done (its thread is archived).
+#[poise::command(slash_command, check = "check_allowed")]
+async fn dismiss(ctx: Context<'_>, #[description = "The agent"] name: String) -> Result<(), Error> {
+    let reply = submit(ctx, Intent::Dismiss { agent: name }).await?;
+    ctx.say(reply).await?;
+    Ok(())
+}
+
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(max - 1).collect::<String>())
+    }
+}
+
+/// The poise framework: the commands, registered in the configured guild at the first READY, and the
+/// routing of messages and reactions.
+pub fn framework(surface: Surface) -> poise::Framework<Surface, Error> {
+    let guild = serenity::GuildId::new(surface.config.guild_id);
+    poise::Framework::builder()
+        .options(poise::FrameworkOptions {
+            commands: vec![summon(), agents(), status(), dismiss()],
+            event_handler: |ctx, event| Box::pin(on_event(ctx, event)),
+            ..Default::default()
+        })
+        // The owners (from the application's info) are not used: access is by the configured lists.
+        .initialize_owners(false)
+        .setup(move |ctx, _ready, framework| {
+            Box::pin(async move {
+                poise::builtins::register_in_guild(ctx, &framework.options().commands, guild)
+                    .await?;
+                Ok(surface)
+            })
+        })
+        .build()
+}
+
+async fn on_event(
+    ctx: poise::FrameworkContext<'_, Surface, Error>,
+    event: &serenity::FullEvent,
+) -> Result<(), Error> {
+    let bot = ctx.bot_id().get();
+    match event {
+        serenity::FullEvent::Message { new_message } => {
+            super::inbound::message(ctx.user_data, bot, new_message).await;
+        }
+        serenity::FullEvent::ReactionAdd { add_reaction } => {
+            super::inbound::reaction(ctx.user_data, bot, add_reaction).await;
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The Discord surface end to end: the real `tavern serve` binary, with the real serenity client inside
+//! it, against the fake Discord on 127.0.0.1.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::process::Child;
+
+use crate::discord_fake::{FakeDiscord, MAIN_CHANNEL};
+use crate::support::{tavern_command, Project};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Jake summons Frodo, who commits to a file that exists and signals done.
+const SCRIPT: &str = r#"
+[[reply]]
+agent = "Jake"
+text = "Coming right up: Frodo will build it."
+tools = [{ summon = { assignment = "Build the parser", name = "Frodo" } }]
+
+[[reply]]
+agent = "Frodo"
+text = "Writing the parser now."
+tools = [{ commit = { description = "parser exists", assertion = "test -f parser.txt" } }, { done = {} }]
+"#;
+
+/// `tavern serve` against the fake, allowing `allowed` to talk to Jake and agents.
+fn serve(project: &Path, fake: &FakeDiscord, allowed: &[u64], model: &str) -> Child {
+    let users: Vec<String> = allowed.iter().map(u64::to_string).collect();
+    let mut command = tavern_command(project, &["--model", model, "serve"]);
+    command
+        .env("DISCORD_TOKEN", "test-token")
+        .env(
+            "TAVERN_DISCORD__GUILD_ID",
+            crate::discord_fake::GUILD_ID.to_string(),
+        )
+        .env("TAVERN_DISCORD__CHANNEL_ID", MAIN_CHANNEL.to_string())
+        .env("TAVERN_DISCORD__API_BASE_URL", fake.base_url())
+        .env("TAVERN_DISCORD__ALLOWED_USERS", users.join(","));
+    command.spawn().expect("start tavern serve")
+}
+
+/// Stops `tavern serve` with SIGTERM and waits for a clean exit.
+async fn stop(mut child: Child) {
+    let pid = child.id().expect("tavern serve is running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("send SIGTERM");
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("tavern serve did not stop in time")
+        .expect("wait for tavern serve");
+    assert!(status.success(), "tavern serve exited with {status}");
+}
+
+/// Waits until the bot has connected and registered its commands; on failure, says what the bot said.
+async fn ready(fake: &FakeDiscord, bot: &mut Child) {
+    if fake
+        .wait_for_async(|w| !w.commands().is_empty(), WAIT)
+        .await
+    {
+        return;
+    }
+    let _ = bot.start_kill();
+    let mut stderr = String::new();
+    if let Some(mut err) = bot.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = tokio::time::timeout(Duration::from_secs(5), err.read_to_string(&mut stderr)).await;
+    }
+    panic!(
+        "the bot never registered its commands.\nREST calls: {:?}\nstderr:\n{stderr}",
+        fake.rest_log()
+            .iter()
+            .map(|c| format!("{} {}", c.method, c.path))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_asks_jake_and_an_agent_works_in_its_own_thread_until_dismissed() {
+    let project = Project::new();
+    project.write("parser.txt", "parsed\n");
+    let script = project.write("script.toml", SCRIPT);
+    let fake = FakeDiscord::start();
+    let alice = fake.add_user("alice");
+    let mut bot = serve(
+        project.path(),
+        &fake,
+        &[alice],
+        &format!("scripted:{}", script.display()),
+    );
+    ready(&fake, &mut bot).await;
+
+    fake.user_says(alice, MAIN_CHANNEL, "please build me a parser");
+    // Jake answers in the main channel, and Frodo gets a public thread of his own.
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .messages(MAIN_CHANNEL)
+                .iter()
+                .any(|m| m.content.contains("Coming right up")),
+            WAIT
+        )
+        .await,
+        "Jake never answered in the main channel"
+    );
+    assert!(
+        fake.wait_for_async(|w| w.thread_named("Frodo").is_some(), WAIT)
+            .await,
+        "Frodo got no thread"
+    );
+    let thread = fake.thread_named("Frodo").unwrap();
+    assert_eq!(thread.kind, 11, "the thread must be public");
+    assert_eq!(thread.parent, MAIN_CHANNEL);
+    // His work streams into his thread: his words, his commitment, its check.
+    assert!(
+        fake.wait_for_async(
+            |w| {
+                let texts: Vec<&str> = w
+                    .messages(thread.id)
+                    .iter()
+                    .map(|m| m.content.as_str())
+                    .collect();
+                texts.iter().any(|t| t.contains("Writing the parser now"))
+                    && texts
+                        .iter()
+                        .any(|t| t.contains("Commitment #1: parser exists"))
+                    && texts.iter().any(|t| t.contains("Commitment #1 passed"))
+            },
+            WAIT
+        )
+        .await,
+        "Frodo's work did not reach his thread: {:?}",
+        fake.messages(thread.id)
+            .iter()
+            .map(|m| m.content.clone())
+            .collect::<Vec<_>>()
+    );
+    // The header, edited in place, shows him Done.
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .messages(thread.id)
+                .first()
+                .is_some_and(|m| m.content.contains("**Frodo**") && m.content.contains("Done")),
+            WAIT
+        )
+        .await,
+        "the header never showed Frodo Done: {:?}",
+        fake.messages(thread.id).first().map(|m| m.content.clone())
+    );
+
+    let listing = fake.slash(alice, MAIN_CHANNEL, "agents", json!({}));
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .interaction_responses(listing)
+                .iter()
+                .any(|r| r.content().is_some_and(|c| c.contains("Frodo"))),
+            WAIT
+        )
+        .await,
+        "/agents did not list Frodo"
+    );
+
+    let dismissal = fake.slash(alice, MAIN_CHANNEL, "dismiss", json!({"name": "Frodo"}));
+    assert!(
+        fake.wait_for_async(|w| w.thread(thread.id).is_some_and(|t| t.archived), WAIT)
+            .await,
+        "dismissing Frodo did not archive his thread: {:?}",
+        fake.interaction_responses(dismissal)
+    );
+    assert!(fake
+        .messages(thread.id)
+        .iter()
+        .any(|m| m.content.contains("Frodo is DismissedReaped")));
+    stop(bot).await;
+    fake.assert_no_unexpected();
+    assert_eq!(
+        fake.violations(),
+        0,
+        "a request went into an exhausted bucket"
+    );
+}
