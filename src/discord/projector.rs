@@ -330,15 +330,21 @@ impl Projector {
         }
     }
 
+    /// Posts a message whose reactions answer something: the link is in place before the reactions
+    /// are offered, so no one can react before Tavern knows what the reaction means.
     async fn post_linked(&self, channel: u64, content: String, reactions: Vec<String>, link: Link) {
-        let message = OutMessage {
-            reactions,
-            ..OutMessage::text(content)
-        };
-        match self.surface.outbound.send(channel, message).await {
+        match self
+            .surface
+            .outbound
+            .send(channel, OutMessage::text(content))
+            .await
+        {
             Ok(ids) => {
                 if let Some(&id) = ids.last() {
                     self.surface.set_link(id, link);
+                    for emoji in &reactions {
+                        self.surface.outbound.react(channel, id, emoji);
+                    }
                 }
             }
             Err(e) => tracing::error!("could not post to Discord channel {channel}: {e}"),

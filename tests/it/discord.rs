@@ -345,3 +345,141 @@ async fn text_from_someone_not_allowed_never_reaches_a_model() {
         .count();
     assert_eq!(notices, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_approvals_are_answered_by_the_requesters_reactions_only() {
+    let project = Project::new();
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start();
+    let model = crate::fakes::anthropic::FakeAnthropic::start();
+    model.script(
+        "Frodo",
+        vec![
+            crate::fakes::Step::tool(
+                "Bash",
+                json!({"command": "echo hi > allowed.txt", "description": "write"}),
+            ),
+            crate::fakes::Step::text("Frodo saw: {last_user}"),
+        ],
+    );
+    model.script(
+        "Sam",
+        vec![
+            crate::fakes::Step::tool(
+                "Bash",
+                json!({"command": "echo no > denied.txt", "description": "write"}),
+            ),
+            crate::fakes::Step::text("Sam saw: {last_user}"),
+        ],
+    );
+    let alice = fake.add_user("alice");
+    let bob = fake.add_user("bob");
+    let users = format!("{alice},{bob}");
+    let mut command = tavern_command(project.path(), &["serve"]);
+    command
+        .env("DISCORD_TOKEN", "test-token")
+        .env(
+            "TAVERN_DISCORD__GUILD_ID",
+            crate::discord_fake::GUILD_ID.to_string(),
+        )
+        .env("TAVERN_DISCORD__CHANNEL_ID", MAIN_CHANNEL.to_string())
+        .env("TAVERN_DISCORD__API_BASE_URL", fake.base_url())
+        .env("TAVERN_DISCORD__ALLOWED_USERS", users)
+        .env("TAVERN_MODEL__JAKE", "none")
+        .env("TAVERN_MODEL__MORTAL", "claude-code:fake-model")
+        .env("TAVERN_CLAUDE_BIN", crate::fakes::claude_bin())
+        .env("HOME", home.path())
+        .env("ANTHROPIC_BASE_URL", model.base_url())
+        .env("ANTHROPIC_API_KEY", "sk-fake")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("CLAUDE_CODE_MAX_RETRIES", "0");
+    let mut bot = command.spawn().expect("start tavern serve");
+    ready(&fake, &mut bot).await;
+
+    let approval_in = |fake: &FakeDiscord, agent: &str| {
+        let thread = fake.thread_named(agent)?.id;
+        fake.messages(thread)
+            .into_iter()
+            .find(|m| m.content.contains("wants to use Bash"))
+            .map(|m| (thread, m.id))
+    };
+    fake.slash(
+        alice,
+        MAIN_CHANNEL,
+        "summon",
+        json!({"assignment": "Write allowed.txt", "name": "Frodo"}),
+    );
+    assert!(
+        fake.wait_for_async(
+            |w| w.thread_named("Frodo").is_some_and(|t| w
+                .messages(t.id)
+                .iter()
+                .any(|m| m.content.contains("wants to use Bash") && w.reactions(m.id).len() >= 3)),
+            WAIT
+        )
+        .await,
+        "no approval with its reactions in Frodo's thread"
+    );
+    let (frodo, approval) = approval_in(&fake, "Frodo").unwrap();
+    assert!(
+        !project.path().join("allowed.txt").exists(),
+        "it ran before the answer"
+    );
+    // Bob may talk to agents, but he did not ask for this work and is no approver.
+    fake.react(bob, frodo, approval, "✅");
+    fake.react(alice, frodo, approval, "✅");
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .messages(frodo)
+                .iter()
+                .any(|m| m.content.contains("Frodo saw:")),
+            WAIT
+        )
+        .await,
+        "the allowed call never finished"
+    );
+    assert!(project.path().join("allowed.txt").exists());
+    let allowed_by = fake
+        .messages(frodo)
+        .into_iter()
+        .find(|m| m.content.contains("allowed it"))
+        .expect("who allowed it is said");
+    assert!(allowed_by.content.contains(&format!("<@{alice}>")));
+    assert!(!allowed_by.content.contains(&format!("<@{bob}>")));
+
+    fake.slash(
+        alice,
+        MAIN_CHANNEL,
+        "summon",
+        json!({"assignment": "Write denied.txt", "name": "Sam"}),
+    );
+    assert!(
+        fake.wait_for_async(
+            |w| w.thread_named("Sam").is_some_and(|t| w
+                .messages(t.id)
+                .iter()
+                .any(|m| m.content.contains("wants to use Bash") && w.reactions(m.id).len() >= 3)),
+            WAIT
+        )
+        .await,
+        "no approval in Sam's thread"
+    );
+    let (sam, approval) = approval_in(&fake, "Sam").unwrap();
+    fake.react(alice, sam, approval, "❌");
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .messages(sam)
+                .iter()
+                .any(|m| m.content.contains("Sam saw:")),
+            WAIT
+        )
+        .await,
+        "the denied call never came back to the model"
+    );
+    assert!(!project.path().join("denied.txt").exists());
+    stop(bot).await;
+    fake.assert_no_unexpected();
+}
