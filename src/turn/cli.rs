@@ -56,6 +56,9 @@ const REPLACED_TOOLS: [&str; 1] = ["AskUserQuestion"];
 #[derive(Default)]
 pub struct AgentRuntime {
     cli: Option<CliSession>,
+    /// The CLI had no record of the agent's session (it was stopped before it saved any), so the next
+    /// process starts the session afresh under the same id.
+    session_lost: bool,
     /// The process's running `total_cost_usd` so far (the CLI reports a running total per process).
     cost_so_far: u64,
 }
@@ -86,7 +89,7 @@ fn mcp_tools(tools: &[ToolName]) -> Vec<McpTool> {
 /// log) or the project's git hooks (which would run code outside any agent's permissions).
 fn built_in_denies(project: &std::path::Path) -> Vec<String> {
     let mut rules = Vec::new();
-    for tool in ["Write", "Edit", "MultiEdit", "NotebookEdit"] {
+    for tool in ["Write", "Edit", "NotebookEdit"] {
         for dir in [".tavern", ".git/hooks"] {
             // Absolute (`//` in the rule syntax), so they hold whatever directory the agent works in.
             rules.push(format!("{tool}(/{}/{dir}/**)", project.display()));
@@ -140,7 +143,7 @@ fn rules_for(tavern: &Tavern, state: &TavernState, agent: &str) -> Rules {
 }
 
 /// The user line of one turn: what the agent needs to know now, then its new messages.
-fn turn_text(plan: &TurnPlan, state: &TavernState, agent: &str) -> String {
+fn turn_text(plan: &TurnPlan, carry_on: bool, state: &TavernState, agent: &str) -> String {
     let mut out = String::new();
     if let Some(node) = state.agent(agent) {
         out.push_str(&format!("[tavern] You are {} ({}).", node.name, node.state));
@@ -158,7 +161,7 @@ fn turn_text(plan: &TurnPlan, state: &TavernState, agent: &str) -> String {
         }
         out.push('\n');
     }
-    if plan.input_sent {
+    if carry_on {
         out.push_str(
             "[tavern] Tavern restarted while you were working on your last input. Check where you got \
              to and carry on from there; what you did before the restart stands.\n",
@@ -232,7 +235,7 @@ pub(super) async fn run(
     };
     // Approvals opened by an earlier run of this agent's turns wait for nothing now.
     withdraw_stale_approvals(&recorder).await;
-    let text = tavern.read_head(|s| turn_text(&plan, s, &agent));
+    let text = tavern.read_head(|s| turn_text(&plan, plan.input_sent, s, &agent));
     // A process that died between turns is started again once (on the same session) before the agent
     // is given up on.
     let mut attempts = 0;
@@ -270,6 +273,7 @@ pub(super) async fn run(
         return TurnEnd::Cancelled;
     }
     let mut turn = CliTurn::default();
+    let mut started_afresh = false;
     // Bounded by the CLI: each iteration consumes one event, and the process ends its turn with a result
     // line or exits; a silent process is interrupted after EVENT_TIMEOUT.
     loop {
@@ -291,11 +295,11 @@ pub(super) async fn run(
         };
         let event = match event {
             None => {
-                // The agent or Tavern is stopping: the CLI stops its turn, and the entry stays open to
-                // be resumed.
-                if let Err(e) = session.interrupt().await {
-                    tracing::debug!("could not interrupt {agent}'s CLI: {e}");
-                }
+                // The agent or Tavern is stopping. The process is killed rather than interrupted: an
+                // interrupted CLI goes on with its turn (calling the model, running tools it needs no
+                // permission for) until it is stopped, and nothing it did then would be recorded. The
+                // entry stays open, and the next start resumes the session.
+                runtime.cli = None;
                 return TurnEnd::Cancelled;
             }
             Some(Err(_)) => {
@@ -393,7 +397,12 @@ pub(super) async fn run(
                 .await;
                 match waited {
                     Waited::Answered => {}
-                    Waited::Stopped => return TurnEnd::Cancelled,
+                    Waited::Stopped => {
+                        // Killed, not left to run on: a CLI whose permission request goes unanswered
+                        // carries on with its turn (observed: more model calls) until it is stopped.
+                        runtime.cli = None;
+                        return TurnEnd::Cancelled;
+                    }
                     Waited::Interrupted(by) => {
                         if let Some(session) = runtime.cli.as_ref() {
                             let reason = format!("@{by} interrupted this turn");
@@ -407,6 +416,7 @@ pub(super) async fn run(
             }
             Some(CliEvent::McpCall(call)) => {
                 let Some(result) = mcp_call(&recorder, &plan, &call, &mut turn).await else {
+                    runtime.cli = None;
                     return TurnEnd::Cancelled;
                 };
                 if let Some(session) = runtime.cli.as_ref() {
@@ -424,6 +434,31 @@ pub(super) async fn run(
                 tracing::warn!(
                     "{agent}'s CLI retries its API call ({attempt}/{max_retries}, {status:?}: {error})"
                 );
+            }
+            Some(CliEvent::TurnEnd(result))
+                if result.is_error
+                    && !started_afresh
+                    && failure_text(&result).contains("No conversation found") =>
+            {
+                started_afresh = true;
+                // The CLI was stopped before it saved the session (a turn cut short on its first
+                // line): start it afresh under the same id, with the turn's whole input.
+                tracing::warn!("{agent}'s CLI had no record of its session; starting it afresh");
+                runtime.close().await;
+                runtime.session_lost = true;
+                let started = ensure_session(&recorder, &plan, model.clone(), runtime).await;
+                let text = tavern.read_head(|s| turn_text(&plan, false, s, &agent));
+                let sent = match (started, runtime.cli.as_ref()) {
+                    (Ok(()), Some(session)) => {
+                        session.send_user(&text).await.map_err(|e| e.to_string())
+                    }
+                    (Err(SessionError::Stopping), _) => return TurnEnd::Cancelled,
+                    (Err(SessionError::Failed(e)), _) => Err(e),
+                    (Ok(()), None) => Err("the CLI session is gone".to_string()),
+                };
+                if let Err(error) = sent {
+                    return fail(&tavern, &agent, seq, inbox_from, error).await;
+                }
             }
             Some(CliEvent::TurnEnd(result)) if result.is_error => {
                 // A failed turn may be the CLI giving up for good (it exits after a fatal error, such
@@ -527,6 +562,7 @@ async fn ensure_session(
     if runtime.cli.is_some() {
         return Ok(());
     }
+    let fresh = runtime.session_lost;
     let tavern = &recorder.tavern;
     let program = tavern
         .settings()
@@ -543,7 +579,7 @@ async fn ensure_session(
             let id = Uuid::parse_str(&id).map_err(|e| {
                 SessionError::Failed(format!("the recorded session id {id:?} is not a UUID: {e}"))
             })?;
-            if used || plan.input_sent {
+            if (used || plan.input_sent) && !fresh {
                 SessionStart::Resume(id)
             } else {
                 SessionStart::New(id)
@@ -583,6 +619,8 @@ async fn ensure_session(
         .map_err(|e| SessionError::Failed(e.to_string()))?;
     runtime.cli = Some(session);
     runtime.cost_so_far = 0;
+    // Started afresh once; from now on the session exists and is resumed.
+    runtime.session_lost = false;
     Ok(())
 }
 

@@ -41,6 +41,37 @@ fn serve(project: &Path, fake: &FakeDiscord, allowed: &[u64], model: &str) -> Ch
     command.spawn().expect("start tavern serve")
 }
 
+/// `tavern serve` with mortals in the real CLI against `model`, Jake without a model.
+fn serve_cli(
+    project: &Path,
+    fake: &FakeDiscord,
+    model: &crate::fakes::anthropic::FakeAnthropic,
+    home: &Path,
+    allowed: &[u64],
+) -> Child {
+    let users: Vec<String> = allowed.iter().map(u64::to_string).collect();
+    let mut command = tavern_command(project, &["serve"]);
+    command
+        .env("DISCORD_TOKEN", "test-token")
+        .env(
+            "TAVERN_DISCORD__GUILD_ID",
+            crate::discord_fake::GUILD_ID.to_string(),
+        )
+        .env("TAVERN_DISCORD__CHANNEL_ID", MAIN_CHANNEL.to_string())
+        .env("TAVERN_DISCORD__API_BASE_URL", fake.base_url())
+        .env("TAVERN_DISCORD__ALLOWED_USERS", users.join(","))
+        .env("TAVERN_MODEL__JAKE", "none")
+        .env("TAVERN_MODEL__MORTAL", "claude-code:fake-model")
+        .env("TAVERN_CLAUDE_BIN", crate::fakes::claude_bin())
+        .env("HOME", home)
+        .env("ANTHROPIC_BASE_URL", model.base_url())
+        .env("ANTHROPIC_API_KEY", "sk-fake")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("CLAUDE_CODE_MAX_RETRIES", "0");
+    command.spawn().expect("start tavern serve")
+}
+
 /// Stops `tavern serve` with SIGTERM and waits for a clean exit.
 async fn stop(mut child: Child) {
     let pid = child.id().expect("tavern serve is running");
@@ -374,27 +405,7 @@ async fn tool_approvals_are_answered_by_the_requesters_reactions_only() {
     );
     let alice = fake.add_user("alice");
     let bob = fake.add_user("bob");
-    let users = format!("{alice},{bob}");
-    let mut command = tavern_command(project.path(), &["serve"]);
-    command
-        .env("DISCORD_TOKEN", "test-token")
-        .env(
-            "TAVERN_DISCORD__GUILD_ID",
-            crate::discord_fake::GUILD_ID.to_string(),
-        )
-        .env("TAVERN_DISCORD__CHANNEL_ID", MAIN_CHANNEL.to_string())
-        .env("TAVERN_DISCORD__API_BASE_URL", fake.base_url())
-        .env("TAVERN_DISCORD__ALLOWED_USERS", users)
-        .env("TAVERN_MODEL__JAKE", "none")
-        .env("TAVERN_MODEL__MORTAL", "claude-code:fake-model")
-        .env("TAVERN_CLAUDE_BIN", crate::fakes::claude_bin())
-        .env("HOME", home.path())
-        .env("ANTHROPIC_BASE_URL", model.base_url())
-        .env("ANTHROPIC_API_KEY", "sk-fake")
-        .env("DISABLE_TELEMETRY", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("CLAUDE_CODE_MAX_RETRIES", "0");
-    let mut bot = command.spawn().expect("start tavern serve");
+    let mut bot = serve_cli(project.path(), &fake, &model, home.path(), &[alice, bob]);
     ready(&fake, &mut bot).await;
 
     let approval_in = |fake: &FakeDiscord, agent: &str| {
@@ -480,6 +491,123 @@ async fn tool_approvals_are_answered_by_the_requesters_reactions_only() {
         "the denied call never came back to the model"
     );
     assert!(!project.path().join("denied.txt").exists());
+    stop(bot).await;
+    fake.assert_no_unexpected();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_threads_reattach_and_questions_and_approvals_still_work() {
+    let project = Project::new();
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start();
+    let model = crate::fakes::anthropic::FakeAnthropic::start();
+    // The stopping CLI may or may not get to ask the model once more, so the script asks for the call
+    // again whichever step the resumed session lands on.
+    let bash = crate::fakes::Step::tool(
+        "Bash",
+        json!({"command": "echo hi > later.txt", "description": "write"}),
+    );
+    model.script("Frodo", vec![bash.clone(), bash.clone(), bash]);
+    model.script(
+        "Sam",
+        vec![
+            crate::fakes::Step::tool(
+                "mcp__tavern__ask_user",
+                json!({"question": "Which colour?", "class": "quick"}),
+            ),
+            crate::fakes::Step::text("I'll wait."),
+            crate::fakes::Step::text("Sam heard: {last_user}"),
+        ],
+    );
+    let alice = fake.add_user("alice");
+    let mut bot = serve_cli(project.path(), &fake, &model, home.path(), &[alice]);
+    ready(&fake, &mut bot).await;
+    fake.slash(
+        alice,
+        MAIN_CHANNEL,
+        "summon",
+        json!({"assignment": "Write later.txt", "name": "Frodo"}),
+    );
+    fake.slash(
+        alice,
+        MAIN_CHANNEL,
+        "summon",
+        json!({"assignment": "Pick a colour", "name": "Sam"}),
+    );
+    let waiting = |w: &crate::discord_fake::World| {
+        let approval = w.thread_named("Frodo").is_some_and(|t| {
+            w.messages(t.id)
+                .iter()
+                .any(|m| m.content.contains("wants to use Bash"))
+        });
+        let question = w.thread_named("Sam").is_some_and(|t| {
+            w.messages(t.id)
+                .iter()
+                .any(|m| m.content.contains("Which colour?"))
+        });
+        approval && question
+    };
+    assert!(
+        fake.wait_for_async(waiting, WAIT).await,
+        "no approval and question to restart with"
+    );
+    stop(bot).await;
+    let threads = fake.threads().len();
+
+    let mut bot = serve_cli(project.path(), &fake, &model, home.path(), &[alice]);
+    ready(&fake, &mut bot).await;
+    let frodo = fake.thread_named("Frodo").unwrap().id;
+    let sam = fake.thread_named("Sam").unwrap().id;
+    // The resumed turn asks again; the new request is the one to answer.
+    let asked_again = |w: &crate::discord_fake::World| {
+        let asks: Vec<_> = w
+            .messages(frodo)
+            .into_iter()
+            .filter(|m| m.content.contains("wants to use Bash"))
+            .collect();
+        asks.len() >= 2 && asks.last().is_some_and(|m| w.reactions(m.id).len() >= 3)
+    };
+    assert!(
+        fake.wait_for_async(asked_again, WAIT).await,
+        "the approval was not asked again: {:?}\nREST: {:?}",
+        fake.messages(frodo)
+            .iter()
+            .map(|m| (m.id, m.content.clone()))
+            .collect::<Vec<_>>(),
+        fake.rest_log()
+            .iter()
+            .filter(|c| c.path.contains("reactions"))
+            .map(|c| format!("{} {} {}", c.method, c.path, c.status))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        fake.threads().len(),
+        threads,
+        "threads must be re-attached, not opened again"
+    );
+    let approval = fake
+        .messages(frodo)
+        .into_iter()
+        .rfind(|m| m.content.contains("wants to use Bash"))
+        .unwrap();
+    fake.react(alice, frodo, approval.id, "✅");
+    fake.user_says(alice, sam, "blue");
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .messages(sam)
+                .iter()
+                .any(|m| m.content.contains("Sam heard:")),
+            WAIT
+        )
+        .await,
+        "the answer did not reach Sam after the restart"
+    );
+    assert!(
+        fake.wait_for_async(|_| project.path().join("later.txt").exists(), WAIT)
+            .await,
+        "the approval did not work after the restart"
+    );
     stop(bot).await;
     fake.assert_no_unexpected();
 }

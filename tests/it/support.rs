@@ -273,6 +273,11 @@ impl Console {
             .await
     }
 
+    /// The process id of the running tavern.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the console is running")
+    }
+
     /// Sends `/quit` and waits for a clean exit; returns the remaining output.
     pub async fn quit(mut self) -> Vec<String> {
         self.send("/quit").await;
