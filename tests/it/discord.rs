@@ -285,7 +285,18 @@ async fn a_grandchilds_question_mentions_only_the_requester_and_the_reply_reache
         "{}",
         question.content
     );
-    // The main channel gets a pointer that pings nobody.
+    // The main channel gets a pointer that pings nobody (through its own queue, so it may come later).
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .messages(MAIN_CHANNEL)
+                .iter()
+                .any(|m| m.content.contains("Sam has a [QUICK] question")),
+            WAIT
+        )
+        .await,
+        "no pointer in the main channel"
+    );
     let pointer = fake
         .messages(MAIN_CHANNEL)
         .into_iter()
