@@ -110,6 +110,55 @@ async fn dismiss(ctx: Context<'_>, #[description = "The agent"] name: String) ->
     Ok(())
 }
 
+/// The last entries of the command log.
+#[poise::command(slash_command, check = "check_allowed")]
+async fn log(
+    ctx: Context<'_>,
+    #[description = "How many entries (default 15)"] count: Option<u32>,
+) -> Result<(), Error> {
+    let count = count.unwrap_or(15).clamp(1, 50) as usize;
+    let entries = ctx.data().tavern.log().reader().tail(count)?;
+    let lines: Vec<String> = entries
+        .iter()
+        .map(crate::console::render::log_line)
+        .collect();
+    let text = if lines.is_empty() {
+        "(the log is empty)".to_string()
+    } else {
+        lines.join("\n")
+    };
+    ctx.say(format!("```\n{}\n```", clip(&text, 1900))).await?;
+    Ok(())
+}
+
+/// Join an agent's session: it is told you are here, and your replies in its thread reach it.
+#[poise::command(slash_command, check = "check_allowed")]
+async fn call(ctx: Context<'_>, #[description = "The agent"] name: String) -> Result<(), Error> {
+    presence(ctx, name, true).await
+}
+
+/// Leave an agent's session: it is told you left.
+#[poise::command(slash_command, check = "check_allowed")]
+async fn hangup(ctx: Context<'_>, #[description = "The agent"] name: String) -> Result<(), Error> {
+    presence(ctx, name, false).await
+}
+
+async fn presence(ctx: Context<'_>, name: String, present: bool) -> Result<(), Error> {
+    let reply = submit(
+        ctx,
+        Intent::SetModes {
+            agent: name,
+            patch: crate::domain::ModesPatch {
+                user_present: Some(present),
+                ..Default::default()
+            },
+        },
+    )
+    .await?;
+    ctx.say(reply).await?;
+    Ok(())
+}
+
 fn clip(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_string()
@@ -124,7 +173,15 @@ pub fn framework(surface: Surface) -> poise::Framework<Surface, Error> {
     let guild = serenity::GuildId::new(surface.config.guild_id);
     poise::Framework::builder()
         .options(poise::FrameworkOptions {
-            commands: vec![summon(), agents(), status(), dismiss()],
+            commands: vec![
+                summon(),
+                agents(),
+                status(),
+                dismiss(),
+                log(),
+                call(),
+                hangup(),
+            ],
             event_handler: |ctx, event| Box::pin(on_event(ctx, event)),
             ..Default::default()
         })

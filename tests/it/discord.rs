@@ -622,3 +622,65 @@ async fn after_a_restart_threads_reattach_and_questions_and_approvals_still_work
     stop(bot).await;
     fake.assert_no_unexpected();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_and_hangup_tell_the_agent_and_log_shows_the_intents() {
+    let project = Project::new();
+    let fake = FakeDiscord::start();
+    let alice = fake.add_user("alice");
+    let mut bot = serve(project.path(), &fake, &[alice], "none");
+    ready(&fake, &mut bot).await;
+    fake.slash(
+        alice,
+        MAIN_CHANNEL,
+        "summon",
+        json!({"assignment": "Keep watch", "name": "Frodo"}),
+    );
+    assert!(
+        fake.wait_for_async(|w| w.thread_named("Frodo").is_some(), WAIT)
+            .await
+    );
+    let call = fake.slash(alice, MAIN_CHANNEL, "call", json!({"name": "Frodo"}));
+    let hangup_after = |w: &crate::discord_fake::World, id: u64| {
+        w.interaction_responses(id)
+            .iter()
+            .any(|r| r.content().is_some_and(|c| c.starts_with("ok #")))
+    };
+    assert!(
+        fake.wait_for_async(move |w| hangup_after(w, call), WAIT)
+            .await
+    );
+    let hangup = fake.slash(alice, MAIN_CHANNEL, "hangup", json!({"name": "Frodo"}));
+    assert!(
+        fake.wait_for_async(move |w| hangup_after(w, hangup), WAIT)
+            .await
+    );
+    let log = fake.slash(alice, MAIN_CHANNEL, "log", json!({"count": 10}));
+    assert!(
+        fake.wait_for_async(
+            move |w| w.interaction_responses(log).iter().any(|r| r
+                .content()
+                .is_some_and(|c| c.contains("summon mortal under Jake: Keep watch")
+                    && c.contains("set modes of Frodo"))),
+            WAIT
+        )
+        .await,
+        "/log did not show the intents: {:?}",
+        fake.interaction_responses(log)
+    );
+    stop(bot).await;
+    // The agent got a deterministic "joined" and "left" message, in that order.
+    let state = tavern::app::replay(&project.tavern().join("log"), "main", None).unwrap();
+    let presence: Vec<&str> = state
+        .messages
+        .iter()
+        .filter(|m| m.kind == tavern::domain::MessageKind::Presence)
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(presence.len(), 2, "{presence:?}");
+    assert!(
+        presence[0].contains("joined") && presence[1].contains("left"),
+        "{presence:?}"
+    );
+    fake.assert_no_unexpected();
+}
