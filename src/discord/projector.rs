@@ -142,7 +142,7 @@ impl Projector {
                 return;
             }
         };
-        let header_text = self.surface.tavern.read(|s| header(s, agent));
+        let header_text = self.surface.tavern.read(|s| header_text_of(s, agent));
         let header = self
             .surface
             .outbound
@@ -471,10 +471,6 @@ fn person_plain(party: &Party) -> String {
         },
         other => other.to_string(),
     }
-}
-
-fn header(state: &TavernState, agent: &str) -> String {
-    header_text_of(state, agent)
 }
 
 /// The header of an agent's thread: state, assignment, requester, commitments, tokens and cost.

@@ -25,10 +25,18 @@ text = "Writing the parser now."
 tools = [{ commit = { description = "parser exists", assertion = "test -f parser.txt" } }, { done = {} }]
 "#;
 
-/// `tavern serve` against the fake, allowing `allowed` to talk to Jake and agents.
-fn serve(project: &Path, fake: &FakeDiscord, allowed: &[u64], model: &str) -> Child {
+/// `tavern serve` against the fake, allowing `allowed` to talk to Jake and agents; `args` come before
+/// `serve` (e.g. a model), and the caller adds what else the test needs before spawning.
+fn serve_command(
+    project: &Path,
+    fake: &FakeDiscord,
+    allowed: &[u64],
+    args: &[&str],
+) -> tokio::process::Command {
     let users: Vec<String> = allowed.iter().map(u64::to_string).collect();
-    let mut command = tavern_command(project, &["--model", model, "serve"]);
+    let mut all = args.to_vec();
+    all.push("serve");
+    let mut command = tavern_command(project, &all);
     command
         .env("DISCORD_TOKEN", "test-token")
         .env(
@@ -38,7 +46,14 @@ fn serve(project: &Path, fake: &FakeDiscord, allowed: &[u64], model: &str) -> Ch
         .env("TAVERN_DISCORD__CHANNEL_ID", MAIN_CHANNEL.to_string())
         .env("TAVERN_DISCORD__API_BASE_URL", fake.base_url())
         .env("TAVERN_DISCORD__ALLOWED_USERS", users.join(","));
-    command.spawn().expect("start tavern serve")
+    command
+}
+
+/// `tavern serve` with every agent on `model` (a spec such as `scripted:PATH`).
+fn serve(project: &Path, fake: &FakeDiscord, allowed: &[u64], model: &str) -> Child {
+    serve_command(project, fake, allowed, &["--model", model])
+        .spawn()
+        .expect("start tavern serve")
 }
 
 /// `tavern serve` with mortals in the real CLI against `model`, Jake without a model.
@@ -49,17 +64,8 @@ fn serve_cli(
     home: &Path,
     allowed: &[u64],
 ) -> Child {
-    let users: Vec<String> = allowed.iter().map(u64::to_string).collect();
-    let mut command = tavern_command(project, &["serve"]);
+    let mut command = serve_command(project, fake, allowed, &[]);
     command
-        .env("DISCORD_TOKEN", "test-token")
-        .env(
-            "TAVERN_DISCORD__GUILD_ID",
-            crate::discord_fake::GUILD_ID.to_string(),
-        )
-        .env("TAVERN_DISCORD__CHANNEL_ID", MAIN_CHANNEL.to_string())
-        .env("TAVERN_DISCORD__API_BASE_URL", fake.base_url())
-        .env("TAVERN_DISCORD__ALLOWED_USERS", users.join(","))
         .env("TAVERN_MODEL__JAKE", "none")
         .env("TAVERN_MODEL__MORTAL", "claude-code:fake-model")
         .env("TAVERN_CLAUDE_BIN", crate::fakes::claude_bin())
@@ -70,6 +76,24 @@ fn serve_cli(
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
         .env("CLAUDE_CODE_MAX_RETRIES", "0");
     command.spawn().expect("start tavern serve")
+}
+
+/// Waits for an approval (with its reactions offered) in `agent`'s thread; its thread and message.
+async fn approval_in(fake: &FakeDiscord, agent: &str) -> (u64, u64) {
+    let offered = |w: &crate::discord_fake::World| {
+        w.thread_named(agent).and_then(|t| {
+            w.messages(t.id)
+                .into_iter()
+                .rfind(|m| m.content.contains("wants to use Bash") && w.reactions(m.id).len() >= 3)
+                .map(|m| (t.id, m.id))
+        })
+    };
+    assert!(
+        fake.wait_for_async(|w| offered(w).is_some(), WAIT).await,
+        "no approval with its reactions in {agent}'s thread"
+    );
+    fake.with_world(offered)
+        .expect("the approval is still there")
 }
 
 /// Stops `tavern serve` with SIGTERM and waits for a clean exit.
@@ -332,17 +356,8 @@ async fn text_from_someone_not_allowed_never_reaches_a_model() {
     model.script("Jake", vec![crate::fakes::Step::text("Hello, alice.")]);
     let alice = fake.add_user("alice");
     let mallory = fake.add_user("mallory");
-    let users = alice.to_string();
-    let mut command = tavern_command(project.path(), &["serve"]);
+    let mut command = serve_command(project.path(), &fake, &[alice], &[]);
     command
-        .env("DISCORD_TOKEN", "test-token")
-        .env(
-            "TAVERN_DISCORD__GUILD_ID",
-            crate::discord_fake::GUILD_ID.to_string(),
-        )
-        .env("TAVERN_DISCORD__CHANNEL_ID", MAIN_CHANNEL.to_string())
-        .env("TAVERN_DISCORD__API_BASE_URL", fake.base_url())
-        .env("TAVERN_DISCORD__ALLOWED_USERS", users)
         .env("TAVERN_MODEL__JAKE", "anthropic:fake-model")
         .env("ANTHROPIC_BASE_URL", model.base_url())
         .env("ANTHROPIC_API_KEY", "sk-fake");
@@ -419,31 +434,13 @@ async fn tool_approvals_are_answered_by_the_requesters_reactions_only() {
     let mut bot = serve_cli(project.path(), &fake, &model, home.path(), &[alice, bob]);
     ready(&fake, &mut bot).await;
 
-    let approval_in = |fake: &FakeDiscord, agent: &str| {
-        let thread = fake.thread_named(agent)?.id;
-        fake.messages(thread)
-            .into_iter()
-            .find(|m| m.content.contains("wants to use Bash"))
-            .map(|m| (thread, m.id))
-    };
     fake.slash(
         alice,
         MAIN_CHANNEL,
         "summon",
         json!({"assignment": "Write allowed.txt", "name": "Frodo"}),
     );
-    assert!(
-        fake.wait_for_async(
-            |w| w.thread_named("Frodo").is_some_and(|t| w
-                .messages(t.id)
-                .iter()
-                .any(|m| m.content.contains("wants to use Bash") && w.reactions(m.id).len() >= 3)),
-            WAIT
-        )
-        .await,
-        "no approval with its reactions in Frodo's thread"
-    );
-    let (frodo, approval) = approval_in(&fake, "Frodo").unwrap();
+    let (frodo, approval) = approval_in(&fake, "Frodo").await;
     assert!(
         !project.path().join("allowed.txt").exists(),
         "it ran before the answer"
@@ -477,18 +474,7 @@ async fn tool_approvals_are_answered_by_the_requesters_reactions_only() {
         "summon",
         json!({"assignment": "Write denied.txt", "name": "Sam"}),
     );
-    assert!(
-        fake.wait_for_async(
-            |w| w.thread_named("Sam").is_some_and(|t| w
-                .messages(t.id)
-                .iter()
-                .any(|m| m.content.contains("wants to use Bash") && w.reactions(m.id).len() >= 3)),
-            WAIT
-        )
-        .await,
-        "no approval in Sam's thread"
-    );
-    let (sam, approval) = approval_in(&fake, "Sam").unwrap();
+    let (sam, approval) = approval_in(&fake, "Sam").await;
     fake.react(alice, sam, approval, "❌");
     assert!(
         fake.wait_for_async(

@@ -36,7 +36,6 @@ mod gateway;
 mod rest;
 mod world;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -129,7 +128,9 @@ impl FakeDiscord {
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("fake-discord".to_owned())
-            .spawn(move || serve(listener, router, stopped))
+            .spawn(move || {
+                crate::fakes::serve_until_stopped("fake-discord", listener, router, stopped, DRAIN)
+            })
             .expect("spawn the fake Discord's thread");
         FakeDiscord {
             shared,
@@ -792,37 +793,4 @@ fn resolve(w: &World, option: &Value, resolved: &mut Map<String, Value>) {
             resolve(w, option, resolved);
         }
     }
-}
-
-/// The body of the fake's thread: serve until told to stop, drain briefly, then cancel the rest.
-fn serve(listener: std::net::TcpListener, router: Router, stop: oneshot::Receiver<()>) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("fake-discord-worker")
-        .enable_all()
-        .build()
-        .expect("build the fake Discord's runtime");
-    runtime.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::from_std(listener).expect("hand the bound listener to tokio");
-        let draining = Arc::new(Notify::new());
-        let signal = Arc::clone(&draining);
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { signal.notified().await })
-            .into_future();
-        tokio::select! {
-            result = server => {
-                if let Err(error) = result {
-                    eprintln!("fake Discord stopped with an error: {error}");
-                }
-            }
-            () = async {
-                let _ = stop.await;
-                draining.notify_one();
-                tokio::time::sleep(DRAIN).await;
-            } => {}
-        }
-    });
-    // Gateway connections and long delays are cancelled here, so dropping the fake stays bounded.
-    runtime.shutdown_timeout(Duration::from_millis(500));
 }

@@ -471,7 +471,7 @@ impl FakeServer {
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("fake-{name}"))
-            .spawn(move || serve(listener, router, stopped))
+            .spawn(move || serve_until_stopped("fake-model", listener, router, stopped, DRAIN))
             .expect("spawn the fake model server's thread");
         FakeServer {
             shared,
@@ -587,14 +587,21 @@ impl Drop for FakeServer {
     }
 }
 
-/// The body of a fake's thread: serve until told to stop, drain briefly, then cancel the rest.
-fn serve(listener: std::net::TcpListener, router: Router, stop: oneshot::Receiver<()>) {
+/// The body of a fake's thread: serve until told to stop, drain for `drain`, then cancel the rest.
+/// Shared by the fake model servers and the fake Discord.
+pub fn serve_until_stopped(
+    name: &str,
+    listener: std::net::TcpListener,
+    router: Router,
+    stop: oneshot::Receiver<()>,
+    drain: Duration,
+) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name("fake-model-worker")
+        .thread_name(format!("{name}-worker"))
         .enable_all()
         .build()
-        .expect("build the fake model server's runtime");
+        .unwrap_or_else(|e| panic!("build the {name} runtime: {e}"));
     runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::from_std(listener).expect("hand the bound listener to tokio");
@@ -609,14 +616,14 @@ fn serve(listener: std::net::TcpListener, router: Router, stop: oneshot::Receive
         tokio::select! {
             result = server => {
                 if let Err(error) = result {
-                    eprintln!("fake model server stopped with an error: {error}");
+                    eprintln!("{name} stopped with an error: {error}");
                 }
             }
             () = async {
                 // A dropped sender means the handle is gone too, so either outcome means stop.
                 let _ = stop.await;
                 draining.notify_one();
-                tokio::time::sleep(DRAIN).await;
+                tokio::time::sleep(drain).await;
             } => {}
         }
     });
