@@ -82,15 +82,18 @@ pub async fn message(surface: &Surface, bot: u64, msg: &serenity::Message) {
     if text.trim().is_empty() {
         return;
     }
-    submit(
-        surface,
-        user,
-        Intent::SendMessage {
-            to,
-            text: text.trim().to_string(),
-        },
-    )
-    .await;
+    let intent = Intent::SendMessage {
+        to,
+        text: text.trim().to_string(),
+    };
+    // A message Tavern refuses (its agent is gone, say) is answered where it was written, so the person
+    // knows it went nowhere.
+    if let Some(refusal) = submit(surface, user, intent).await {
+        surface.outbound.post(
+            channel,
+            super::outbound::OutMessage::text(format!("⚠️ Not passed on: {refusal}")),
+        );
+    }
 }
 
 fn strip_mention(content: &str, bot: u64) -> String {
@@ -198,16 +201,21 @@ pub async fn reaction(surface: &Surface, bot: u64, reaction: &serenity::Reaction
     }
 }
 
-async fn submit(surface: &Surface, user: u64, intent: Intent) {
+/// Submits a person's intent; says why when it was refused or could not be recorded.
+async fn submit(surface: &Surface, user: u64, intent: Intent) -> Option<String> {
     match surface
         .tavern
         .submit(Actor::User(person(user)), intent, None)
         .await
     {
-        Ok(Receipt::Accepted { .. }) => {}
+        Ok(Receipt::Accepted { .. }) => None,
         Ok(Receipt::Rejected { error, .. }) => {
             tracing::info!("a Discord request was refused: {error}");
+            Some(error.to_string())
         }
-        Err(e) => tracing::error!("could not record a Discord request: {e}"),
+        Err(e) => {
+            tracing::error!("could not record a Discord request: {e}");
+            Some(e.to_string())
+        }
     }
 }

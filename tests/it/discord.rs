@@ -232,6 +232,20 @@ async fn a_user_asks_jake_and_an_agent_works_in_its_own_thread_until_dismissed()
         .messages(thread.id)
         .iter()
         .any(|m| m.content.contains("Frodo is DismissedReaped")));
+    // Writing to a dismissed agent is answered, not dropped in silence.
+    fake.user_says(alice, thread.id, "are you still there?");
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .messages(thread.id)
+                .iter()
+                .any(|m| m.content.contains("Not passed on")
+                    && m.content.contains("DismissedReaped")),
+            WAIT
+        )
+        .await,
+        "a message to a dismissed agent got no answer"
+    );
     stop(bot).await;
     fake.assert_no_unexpected();
     assert_eq!(
