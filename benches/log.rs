@@ -43,6 +43,7 @@ impl Schema for Bench {
 fn draft(i: u64) -> EntryDraft<Bench> {
     EntryDraft {
         cause: None,
+        origin: None,
         ts: 1_763_719_800_000 + i,
         actor: Actor::User("alice".to_string()),
         intent: Intent::Say {

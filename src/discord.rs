@@ -72,6 +72,34 @@ pub struct Surface {
     pub links: Arc<Mutex<std::collections::HashMap<u64, projector::Link>>>,
     /// When each channel last got an "you are not allowed" notice (at most one per hour).
     pub notices: Arc<Mutex<std::collections::HashMap<u64, std::time::Instant>>>,
+    /// The latest interactions seen, so a redelivered slash command is not answered twice.
+    pub interactions: Arc<Mutex<RecentIds>>,
+}
+
+/// The last [`RecentIds::CAPACITY`] ids seen, oldest first out.
+#[derive(Default)]
+pub struct RecentIds {
+    order: std::collections::VecDeque<u64>,
+    set: std::collections::HashSet<u64>,
+}
+
+impl RecentIds {
+    /// How many ids are remembered; far more than a resume can redeliver.
+    pub const CAPACITY: usize = 1000;
+
+    /// Remembers `id`; false if it was already there.
+    pub fn first_time(&mut self, id: u64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 impl Surface {
@@ -82,6 +110,14 @@ impl Surface {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&message)
             .cloned()
+    }
+
+    /// Whether this interaction is new (a resume can deliver one again).
+    pub fn first_delivery(&self, interaction: u64) -> bool {
+        self.interactions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first_time(interaction)
     }
 
     /// Remembers what a reaction on this message answers.
@@ -160,6 +196,7 @@ pub async fn serve(
         outbound: outbound.clone(),
         links: Arc::default(),
         notices: Arc::default(),
+        interactions: Arc::default(),
     };
     // The projector subscribes before anything resumes (App keeps the first subscription), so nothing
     // Tavern does is missed.

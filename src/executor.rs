@@ -335,16 +335,43 @@ impl Tavern {
         intent: Intent,
         cause: Option<Cause>,
     ) -> Result<Receipt, ExecError> {
+        let receipt = self.submit_inner(actor, intent, cause, None).await?;
+        Ok(receipt.expect("an intent without an origin is never a redelivery"))
+    }
+
+    /// Submits an intent that came from outside Tavern, recording `origin` (a Discord message,
+    /// reaction or interaction id) with it. `None` means that origin is already in the log: the same
+    /// request delivered again (a gateway resume, say), which is not recorded or run twice.
+    pub async fn submit_from(
+        &self,
+        actor: Actor,
+        intent: Intent,
+        origin: String,
+    ) -> Result<Option<Receipt>, ExecError> {
+        self.submit_inner(actor, intent, None, Some(origin)).await
+    }
+
+    async fn submit_inner(
+        &self,
+        actor: Actor,
+        intent: Intent,
+        cause: Option<Cause>,
+        origin: Option<String>,
+    ) -> Result<Option<Receipt>, ExecError> {
         if self.inner.cancel.is_cancelled() {
             return Err(ExecError::ShuttingDown);
         }
-        let (done, receipt) = self.with_env(|env| {
+        let submitted = self.with_env(|env| {
             let now = env.now;
             let mut head = lock(&self.inner.head);
             // Refuse before anything is written if the sequencer is gone: an entry must never be
             // recorded without the caller hearing of it.
             if lock(&self.inner.jobs).is_none() {
                 return Err(ExecError::ShuttingDown);
+            }
+            // Checked under the head lock, so two deliveries racing each other record one entry.
+            if origin.as_deref().is_some_and(|o| head.has_origin(o)) {
+                return Ok(None);
             }
             let decision = decide(&head, &actor, &intent, env);
             let (status, outcomes, error, continues) = match &decision {
@@ -354,6 +381,7 @@ impl Tavern {
             };
             let draft = EntryDraft {
                 cause,
+                origin,
                 ts: now,
                 actor: actor.clone(),
                 intent: intent.clone(),
@@ -382,10 +410,13 @@ impl Tavern {
                 },
                 Err(error) => Receipt::Rejected { seq, error },
             };
-            Ok::<_, ExecError>((done, receipt))
+            Ok::<_, ExecError>(Some((done, receipt)))
         })?;
+        let Some((done, receipt)) = submitted else {
+            return Ok(None);
+        };
         done.await.unwrap_or(Err(ExecError::ShuttingDown))?;
-        Ok(receipt)
+        Ok(Some(receipt))
     }
 
     fn send_job(

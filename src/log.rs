@@ -149,6 +149,9 @@ pub struct Entry<S: Schema> {
     pub parent: Option<Seq>,
     /// The entry that caused this one, if any.
     pub cause: Option<Cause>,
+    /// Where the intent came from outside Tavern (a Discord message, reaction or interaction id), so
+    /// a redelivery of the same request is recognised and not recorded twice.
+    pub origin: Option<String>,
     /// When it was recorded.
     pub ts: Millis,
     /// Who asked.
@@ -189,6 +192,9 @@ pub enum Record<S: Schema> {
 pub struct EntryDraft<S: Schema> {
     /// The entry that caused this one, if any.
     pub cause: Option<Cause>,
+    /// Where the intent came from outside Tavern (a Discord message, reaction or interaction id), so
+    /// a redelivery of the same request is recognised and not recorded twice.
+    pub origin: Option<String>,
     /// When it was recorded.
     pub ts: Millis,
     /// Who asked.
@@ -212,6 +218,7 @@ impl<S: Schema> EntryDraft<S> {
             branch: branch.to_string(),
             parent: seq.checked_sub(1).filter(|p| *p > 0),
             cause: self.cause,
+            origin: self.origin,
             ts: self.ts,
             actor: self.actor,
             intent: self.intent,
@@ -242,6 +249,7 @@ impl<S: Schema> Clone for Entry<S> {
             branch: self.branch.clone(),
             parent: self.parent,
             cause: self.cause,
+            origin: self.origin.clone(),
             ts: self.ts,
             actor: self.actor.clone(),
             intent: self.intent.clone(),
@@ -259,6 +267,7 @@ impl<S: Schema> fmt::Debug for Entry<S> {
             .field("branch", &self.branch)
             .field("parent", &self.parent)
             .field("cause", &self.cause)
+            .field("origin", &self.origin)
             .field("ts", &self.ts)
             .field("actor", &self.actor)
             .field("intent", &self.intent)
@@ -275,6 +284,7 @@ impl<S: Schema> PartialEq for Entry<S> {
             && self.branch == other.branch
             && self.parent == other.parent
             && self.cause == other.cause
+            && self.origin == other.origin
             && self.ts == other.ts
             && self.actor == other.actor
             && self.intent == other.intent
@@ -350,6 +360,7 @@ impl<S: Schema> Clone for EntryDraft<S> {
     fn clone(&self) -> Self {
         EntryDraft {
             cause: self.cause,
+            origin: self.origin.clone(),
             ts: self.ts,
             actor: self.actor.clone(),
             intent: self.intent.clone(),
@@ -364,6 +375,7 @@ impl<S: Schema> fmt::Debug for EntryDraft<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EntryDraft")
             .field("cause", &self.cause)
+            .field("origin", &self.origin)
             .field("ts", &self.ts)
             .field("actor", &self.actor)
             .field("intent", &self.intent)
@@ -377,6 +389,7 @@ impl<S: Schema> fmt::Debug for EntryDraft<S> {
 impl<S: Schema> PartialEq for EntryDraft<S> {
     fn eq(&self, other: &Self) -> bool {
         self.cause == other.cause
+            && self.origin == other.origin
             && self.ts == other.ts
             && self.actor == other.actor
             && self.intent == other.intent

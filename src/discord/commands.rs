@@ -14,8 +14,15 @@ use crate::executor::Receipt;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 type Context<'a> = poise::Context<'a, Surface, Error>;
 
-/// Whether the person running a command may use Tavern at all.
+/// Whether the person running a command may use Tavern at all, and the command is not a redelivery.
 async fn check_allowed(ctx: Context<'_>) -> Result<bool, Error> {
+    if !ctx.data().first_delivery(ctx.id()) {
+        tracing::debug!(
+            "interaction {} was delivered again; it is already answered",
+            ctx.id()
+        );
+        return Ok(false);
+    }
     let user = ctx.author().id.get();
     let roles: Vec<u64> = ctx
         .author_member()
@@ -34,12 +41,18 @@ async fn check_allowed(ctx: Context<'_>) -> Result<bool, Error> {
     Ok(false)
 }
 
-async fn submit(ctx: Context<'_>, intent: Intent) -> Result<String, Error> {
+/// Submits a command's intent with the interaction's id, and answers with what became of it. A
+/// redelivered interaction whose intent is already recorded (say, after a restart) is not answered.
+async fn submit(ctx: Context<'_>, intent: Intent) -> Result<(), Error> {
     let actor = Actor::User(person(ctx.author().id.get()));
-    Ok(match ctx.data().tavern.submit(actor, intent, None).await? {
-        Receipt::Accepted { seq, .. } => format!("ok #{seq}"),
-        Receipt::Rejected { seq, error } => format!("error #{seq}: {error}"),
-    })
+    let origin = format!("discord:interaction:{}", ctx.id());
+    let reply = match ctx.data().tavern.submit_from(actor, intent, origin).await? {
+        None => return Ok(()),
+        Some(Receipt::Accepted { seq, .. }) => format!("ok #{seq}"),
+        Some(Receipt::Rejected { seq, error }) => format!("error #{seq}: {error}"),
+    };
+    ctx.say(reply).await?;
+    Ok(())
 }
 
 /// Summon an agent under Jake to do a piece of work.
@@ -61,7 +74,7 @@ async fn summon(
         .tavern
         .read(|s| s.jake.clone())
         .unwrap_or_default();
-    let reply = submit(
+    submit(
         ctx,
         Intent::Summon(Summon {
             parent,
@@ -73,9 +86,7 @@ async fn summon(
             workdir: None,
         }),
     )
-    .await?;
-    ctx.say(reply).await?;
-    Ok(())
+    .await
 }
 
 /// The tree of agents with their states.
@@ -105,9 +116,7 @@ async fn status(ctx: Context<'_>) -> Result<(), Error> {
 /// Dismiss an agent that is Done (its thread is archived).
 #[poise::command(slash_command, check = "check_allowed")]
 async fn dismiss(ctx: Context<'_>, #[description = "The agent"] name: String) -> Result<(), Error> {
-    let reply = submit(ctx, Intent::Dismiss { agent: name }).await?;
-    ctx.say(reply).await?;
-    Ok(())
+    submit(ctx, Intent::Dismiss { agent: name }).await
 }
 
 /// The last entries of the command log.
@@ -144,7 +153,7 @@ async fn hangup(ctx: Context<'_>, #[description = "The agent"] name: String) -> 
 }
 
 async fn presence(ctx: Context<'_>, name: String, present: bool) -> Result<(), Error> {
-    let reply = submit(
+    submit(
         ctx,
         Intent::SetModes {
             agent: name,
@@ -154,9 +163,7 @@ async fn presence(ctx: Context<'_>, name: String, present: bool) -> Result<(), E
             },
         },
     )
-    .await?;
-    ctx.say(reply).await?;
-    Ok(())
+    .await
 }
 
 fn clip(text: &str, max: usize) -> String {
@@ -183,6 +190,7 @@ pub fn framework(surface: Surface) -> poise::Framework<Surface, Error> {
                 hangup(),
             ],
             event_handler: |ctx, event| Box::pin(on_event(ctx, event)),
+            on_error: |error| Box::pin(on_error(error)),
             ..Default::default()
         })
         // The owners (from the application's info) are not used: access is by the configured lists.
@@ -209,7 +217,31 @@ async fn on_event(
         serenity::FullEvent::ReactionAdd { add_reaction } => {
             super::inbound::reaction(ctx.user_data, bot, add_reaction).await;
         }
+        // A new session (at start, or after Discord ended one without a resume): what people wrote
+        // while there was none is read back, since Discord will not deliver it.
+        serenity::FullEvent::Ready { .. } => {
+            super::inbound::catch_up(ctx.user_data, &ctx.serenity_context.http, bot).await;
+        }
         _ => {}
     }
     Ok(())
+}
+
+/// Failed checks have already been answered (or were a redelivery); everything else is poise's.
+async fn on_error(error: poise::FrameworkError<'_, Surface, Error>) {
+    match error {
+        poise::FrameworkError::CommandCheckFailed {
+            error: None, ctx, ..
+        } => {
+            tracing::info!(
+                "/{} was not run: refused or delivered again",
+                ctx.command().name
+            );
+        }
+        other => {
+            if let Err(e) = poise::builtins::on_error(other).await {
+                tracing::error!("could not report a command's error: {e}");
+            }
+        }
+    }
 }

@@ -43,20 +43,115 @@ pub fn person(user: u64) -> String {
     user.to_string()
 }
 
-/// Handles a message someone posted.
+/// The origin recorded with a message's intent.
+fn message_origin(id: u64) -> String {
+    format!("{MESSAGE_ORIGIN}{id}")
+}
+
+const MESSAGE_ORIGIN: &str = "discord:message:";
+
+/// How many pages of 100 messages a catch-up reads per channel, at most.
+const CATCH_UP_PAGES: usize = 10;
+
+/// Handles a message someone posted, as the gateway delivered it.
 pub async fn message(surface: &Surface, bot: u64, msg: &serenity::Message) {
-    if msg.author.bot || msg.author.id.get() == bot {
-        return;
-    }
     if msg.guild_id.map(|g| g.get()) != Some(surface.config.guild_id) {
         return;
     }
-    let user = msg.author.id.get();
     let roles: Vec<u64> = msg
         .member
         .as_ref()
         .map(|m| m.roles.iter().map(|r| r.get()).collect())
         .unwrap_or_default();
+    handle_message(surface, bot, msg, &roles).await;
+}
+
+/// Reads what people wrote while the bot had no gateway session (it was down, or Discord ended the
+/// session without a resume, so those events are never delivered) and handles it as if it had just
+/// arrived. It reads the main channel and every live agent's thread after the newest message Tavern
+/// recorded; messages already recorded are recognised by their origin and skipped.
+pub async fn catch_up(surface: &Surface, http: &serenity::Http, bot: u64) {
+    let newest = surface.tavern.read(|s| {
+        s.origins
+            .iter()
+            .filter_map(|o| o.strip_prefix(MESSAGE_ORIGIN)?.parse::<u64>().ok())
+            .max()
+    });
+    // Nothing recorded yet: a new tavern does not answer a channel's old history.
+    let Some(newest) = newest else {
+        return;
+    };
+    let mut channels = vec![surface.config.channel_id];
+    channels.extend(surface.tavern.read(|s| {
+        s.agents_in_order()
+            .filter(|n| !n.state.is_dead())
+            .filter_map(|n| n.thread.as_deref()?.parse::<u64>().ok())
+            .collect::<Vec<_>>()
+    }));
+    let guild = serenity::GuildId::new(surface.config.guild_id);
+    let needs_roles =
+        !(surface.config.allowed_roles.is_empty() && surface.config.agent_roles.is_empty());
+    for channel in channels {
+        let mut after = newest;
+        for _ in 0..CATCH_UP_PAGES {
+            let page = serenity::ChannelId::new(channel)
+                .messages(
+                    http,
+                    serenity::GetMessages::new()
+                        .after(serenity::MessageId::new(after))
+                        .limit(100),
+                )
+                .await;
+            let mut page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!("could not read channel {channel} to catch up: {e}");
+                    break;
+                }
+            };
+            page.sort_by_key(|m| m.id);
+            for msg in &page {
+                // Messages read over REST carry no member, so roles are looked up when they matter.
+                let roles = if needs_roles && !msg.author.bot {
+                    match guild.member(http, msg.author.id).await {
+                        Ok(member) => member.roles.iter().map(|r| r.get()).collect(),
+                        Err(e) => {
+                            tracing::warn!(
+                                "could not read the roles of Discord user {}: {e}",
+                                msg.author.id
+                            );
+                            Vec::new()
+                        }
+                    }
+                } else {
+                    Vec::new()
+                };
+                handle_message(surface, bot, msg, &roles).await;
+            }
+            match page.last() {
+                Some(last) if page.len() == 100 => after = last.id.get(),
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Handles a message in the configured guild, from a person with `roles`.
+async fn handle_message(surface: &Surface, bot: u64, msg: &serenity::Message, roles: &[u64]) {
+    if msg.author.bot || msg.author.id.get() == bot {
+        return;
+    }
+    if surface
+        .tavern
+        .read(|s| s.has_origin(&message_origin(msg.id.get())))
+    {
+        tracing::debug!(
+            "message {} was delivered again; it is already recorded",
+            msg.id
+        );
+        return;
+    }
+    let user = msg.author.id.get();
     let channel = msg.channel_id.get();
     let mentioned = msg.mentions.iter().any(|u| u.id.get() == bot);
     let thread_agent = surface.tavern.read(|s| {
@@ -64,13 +159,13 @@ pub async fn message(surface: &Surface, bot: u64, msg: &serenity::Message) {
             .map(|n| n.name.clone())
     });
     let (to, allowed) = match thread_agent {
-        Some(agent) => (agent, may_talk_to_agents(&surface.config, user, &roles)),
+        Some(agent) => (agent, may_talk_to_agents(&surface.config, user, roles)),
         None if channel == surface.config.channel_id || mentioned => {
             let jake = surface.tavern.read(|s| s.jake.clone());
             let Some(jake) = jake else {
                 return;
             };
-            (jake, may_talk_to_jake(&surface.config, user, &roles))
+            (jake, may_talk_to_jake(&surface.config, user, roles))
         }
         None => return,
     };
@@ -88,7 +183,7 @@ pub async fn message(surface: &Surface, bot: u64, msg: &serenity::Message) {
     };
     // A message Tavern refuses (its agent is gone, say) is answered where it was written, so the person
     // knows it went nowhere.
-    if let Some(refusal) = submit(surface, user, intent).await {
+    if let Some(refusal) = submit(surface, user, intent, message_origin(msg.id.get())).await {
         surface.outbound.post(
             channel,
             super::outbound::OutMessage::text(format!("⚠️ Not passed on: {refusal}")),
@@ -169,7 +264,8 @@ pub async fn reaction(surface: &Surface, bot: u64, reaction: &serenity::Reaction
                 }
                 _ => return,
             };
-            submit(surface, user, Intent::Answer { id, answer }).await;
+            let origin = reaction_origin(reaction, user, &emoji);
+            submit(surface, user, Intent::Answer { id, answer }, origin).await;
         }
         Link::Commitment { agent, number } => {
             if emoji != ALLOW {
@@ -188,6 +284,7 @@ pub async fn reaction(surface: &Surface, bot: u64, reaction: &serenity::Reaction
                 tracing::info!("ignored a sign-off of {agent} #{number} from Discord user {user}: not entitled");
                 return;
             }
+            let origin = reaction_origin(reaction, user, &emoji);
             submit(
                 surface,
                 user,
@@ -195,21 +292,33 @@ pub async fn reaction(surface: &Surface, bot: u64, reaction: &serenity::Reaction
                     agent,
                     commitment: number,
                 },
+                origin,
             )
             .await;
         }
     }
 }
 
-/// Submits a person's intent; says why when it was refused or could not be recorded.
-async fn submit(surface: &Surface, user: u64, intent: Intent) -> Option<String> {
+/// The origin recorded with a reaction's intent. A reaction has no id of its own; the same person's
+/// same emoji on the same message is the same answer, whenever it is delivered.
+fn reaction_origin(reaction: &serenity::Reaction, user: u64, emoji: &str) -> String {
+    format!("discord:reaction:{}:{user}:{emoji}", reaction.message_id)
+}
+
+/// Submits a person's intent with the Discord id it came from; says why when it was refused or could
+/// not be recorded. A redelivery of something already recorded is skipped quietly.
+async fn submit(surface: &Surface, user: u64, intent: Intent, origin: String) -> Option<String> {
     match surface
         .tavern
-        .submit(Actor::User(person(user)), intent, None)
+        .submit_from(Actor::User(person(user)), intent, origin.clone())
         .await
     {
-        Ok(Receipt::Accepted { .. }) => None,
-        Ok(Receipt::Rejected { error, .. }) => {
+        Ok(None) => {
+            tracing::debug!("{origin} was delivered again; it is already recorded");
+            None
+        }
+        Ok(Some(Receipt::Accepted { .. })) => None,
+        Ok(Some(Receipt::Rejected { error, .. })) => {
             tracing::info!("a Discord request was refused: {error}");
             Some(error.to_string())
         }

@@ -3,7 +3,7 @@
 //! `apply` is synchronous and infallible and reads nothing but the record it is given: replay, branch
 //! views and the live run all go through it, so they agree by construction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use tavern_plugin_api::{
     AgentKind, AgentState, AgentView, Commitment, Expert, Modes, RestartStrategy, TaskMode, Usage,
 };
@@ -193,6 +193,9 @@ pub struct TavernState {
     pub caused: BTreeMap<(Seq, u32), Seq>,
     /// Approvals and questions waiting for people, and those settled, by id.
     pub pending: BTreeMap<u32, Pending>,
+    /// The outside requests (Discord message, reaction and interaction ids) already recorded, so a
+    /// redelivered one is recognised.
+    pub origins: HashSet<String>,
 }
 
 /// An approval or question for a person.
@@ -298,11 +301,19 @@ impl TavernState {
         })
     }
 
+    /// Whether a request from outside Tavern with this origin is already in the log.
+    pub fn has_origin(&self, origin: &str) -> bool {
+        self.origins.contains(origin)
+    }
+
     /// Folds one log record.
     pub fn apply(&mut self, record: &Record<TavernSchema>) {
         match record {
             Record::Entry(entry) => {
                 self.last_seq = self.last_seq.max(entry.seq);
+                if let Some(origin) = &entry.origin {
+                    self.origins.insert(origin.clone());
+                }
                 if let Some(cause) = &entry.cause {
                     if let Some(call) = cause.call {
                         self.caused.insert((cause.seq, call), entry.seq);

@@ -58,6 +58,7 @@ impl Scenario {
     fn record(&mut self, actor: Actor, intent: Intent, outcomes: Vec<Outcome>, status: Status) {
         self.seq += 1;
         self.state.apply(&Record::Entry(Entry {
+            origin: None,
             seq: self.seq,
             branch: "main".into(),
             parent: None,

@@ -151,6 +151,7 @@ pub fn edit_into_branch<S: Schema>(
     let mut contents = codec::encode_header(&header).map_err(encode_error)?;
     let draft = EntryDraft::<S> {
         cause: original.cause,
+        origin: original.origin,
         ts,
         actor: original.actor,
         intent,

@@ -47,6 +47,8 @@ struct EntryLine<'a, A, I, O> {
     parent: Option<Seq>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cause: Option<&'a Cause>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'a str>,
     ts: Millis,
     actor: &'a A,
     intent: &'a I,
@@ -83,6 +85,7 @@ pub(crate) fn encode_entry<S: Schema>(
         branch,
         parent,
         cause: draft.cause.as_ref(),
+        origin: draft.origin.as_deref(),
         ts: draft.ts,
         actor: &draft.actor,
         intent: &draft.intent,
@@ -139,6 +142,8 @@ struct RawLine<A, I, O> {
     parent: Option<Seq>,
     #[serde(default)]
     cause: Option<Cause>,
+    #[serde(default)]
+    origin: Option<String>,
     ts: Millis,
     #[serde(default, deserialize_with = "present")]
     actor: Option<A>,
@@ -241,6 +246,7 @@ fn raw_into_record<S: Schema>(raw: RawFor<S>) -> Result<Record<S>, LineError> {
                 branch,
                 parent: raw.parent,
                 cause: raw.cause,
+                origin: raw.origin,
                 ts: raw.ts,
                 actor,
                 intent,

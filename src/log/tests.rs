@@ -89,6 +89,7 @@ async fn bounded<F: std::future::Future>(future: F) -> F::Output {
 
 fn draft(text: &str) -> EntryDraft<T> {
     EntryDraft {
+        origin: None,
         cause: None,
         ts: 1_000,
         actor: Actor::User("alice".into()),
@@ -198,6 +199,7 @@ async fn append_and_read_round_trip() {
         let third = EntryDraft {
             status: Status::Failed,
             error: Some("boom".into()),
+            origin: Some("discord:message:42".into()),
             ..draft("third")
         };
         assert_eq!(log.append(first.clone()).await.unwrap(), 1);
@@ -216,6 +218,7 @@ async fn append_and_read_round_trip() {
 
         let expected = vec![
             Entry::<T> {
+                origin: None,
                 seq: 1,
                 branch: "main".into(),
                 parent: None,
@@ -228,6 +231,7 @@ async fn append_and_read_round_trip() {
                 error: None,
             },
             Entry::<T> {
+                origin: None,
                 seq: 2,
                 branch: "main".into(),
                 parent: Some(1),
@@ -245,6 +249,7 @@ async fn append_and_read_round_trip() {
                 error: None,
             },
             Entry::<T> {
+                origin: Some("discord:message:42".into()),
                 seq: 3,
                 branch: "main".into(),
                 parent: Some(2),
@@ -1171,6 +1176,7 @@ async fn invalid_inputs_are_rejected() {
         let mut outcome = BTreeMap::new();
         outcome.insert(vec![1u8], 1u8);
         let draft = EntryDraft::<Unencodable> {
+            origin: None,
             cause: None,
             ts: 1,
             actor: Actor::User("x".into()),
@@ -1331,6 +1337,7 @@ proptest! {
             match op {
                 Op::Entry { status, outcomes: n, pad, error } => {
                     let draft = EntryDraft::<T> {
+                        origin: None,
                         cause: (i % 3 == 0 && !model.is_empty()).then(|| Cause { seq: model.len() as Seq, call: (i % 2 == 0).then_some(i as u32) }),
                         ts: i as Millis,
                         actor: Actor::Agent(format!("a{}", i % 4)),
@@ -1342,6 +1349,7 @@ proptest! {
                     let (seq, ticket) = log.enqueue_entry(draft.clone()).unwrap();
                     tickets.push(ticket);
                     let entry = Entry::<T> {
+                        origin: None,
                         seq,
                         branch: "main".into(),
                         parent: (seq > 1).then(|| seq - 1),

@@ -10,7 +10,7 @@ use tokio::process::Child;
 use crate::discord_fake::{FakeDiscord, MAIN_CHANNEL};
 use crate::support::{tavern_command, Project};
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// Jake summons Frodo, who commits to a file that exists and signals done.
 const SCRIPT: &str = r#"
@@ -27,7 +27,7 @@ tools = [{ commit = { description = "parser exists", assertion = "test -f parser
 
 /// `tavern serve` against the fake, allowing `allowed` to talk to Jake and agents; `args` come before
 /// `serve` (e.g. a model), and the caller adds what else the test needs before spawning.
-fn serve_command(
+pub(crate) fn serve_command(
     project: &Path,
     fake: &FakeDiscord,
     allowed: &[u64],
@@ -50,7 +50,7 @@ fn serve_command(
 }
 
 /// `tavern serve` with every agent on `model` (a spec such as `scripted:PATH`).
-fn serve(project: &Path, fake: &FakeDiscord, allowed: &[u64], model: &str) -> Child {
+pub(crate) fn serve(project: &Path, fake: &FakeDiscord, allowed: &[u64], model: &str) -> Child {
     serve_command(project, fake, allowed, &["--model", model])
         .spawn()
         .expect("start tavern serve")
@@ -97,7 +97,7 @@ async fn approval_in(fake: &FakeDiscord, agent: &str) -> (u64, u64) {
 }
 
 /// Stops `tavern serve` with SIGTERM and waits for a clean exit.
-async fn stop(mut child: Child) {
+pub(crate) async fn stop(mut child: Child) {
     let pid = child.id().expect("tavern serve is running");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -112,7 +112,7 @@ async fn stop(mut child: Child) {
 }
 
 /// Waits until the bot has connected and registered its commands; on failure, says what the bot said.
-async fn ready(fake: &FakeDiscord, bot: &mut Child) {
+pub(crate) async fn ready(fake: &FakeDiscord, bot: &mut Child) {
     if fake
         .wait_for_async(|w| !w.commands().is_empty(), WAIT)
         .await

@@ -14,6 +14,7 @@ mod crash;
 mod discord;
 mod discord_fake;
 mod discord_fake_selftest;
+mod discord_resume;
 mod documents;
 mod errors;
 mod fakes;

@@ -485,12 +485,14 @@ pub async fn summon(tavern: &tavern::executor::Tavern, parent: &str, assignment:
 }
 
 /// Checks the raw log for what a correct run never writes: a second terminal record for an entry, any
-/// record for an entry after its terminal one, or two entries caused by the same tool call.
+/// record for an entry after its terminal one, two entries caused by the same tool call, or two
+/// entries from the same outside request (origin).
 pub fn assert_log_consistent(tavern: &Path) {
     use std::collections::{HashMap, HashSet};
     let text = std::fs::read_to_string(tavern.join("log/main.jsonl")).expect("read the log");
     let mut finished: HashSet<u64> = HashSet::new();
     let mut causes: HashMap<(u64, u64), u64> = HashMap::new();
+    let mut origins: HashMap<String, u64> = HashMap::new();
     for (n, line) in text.lines().enumerate().skip(1) {
         let record: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("log line {}: {e}", n + 1));
@@ -510,6 +512,11 @@ pub fn assert_log_consistent(tavern: &Path) {
         ) {
             if let Some(other) = causes.insert((cause, call), seq) {
                 panic!("tool call {call} of turn #{cause} became two entries: #{other} and #{seq}");
+            }
+        }
+        if let Some(origin) = record["origin"].as_str() {
+            if let Some(other) = origins.insert(origin.to_string(), seq) {
+                panic!("{origin} became two entries: #{other} and #{seq}");
             }
         }
     }

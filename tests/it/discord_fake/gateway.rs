@@ -179,8 +179,9 @@ fn resume(w: &mut World, conn: u64, tx: &mpsc::UnboundedSender<Out>, d: &Value) 
         return;
     }
     let session = w.gw.session.as_ref().expect("checked above");
+    let from = seq.saturating_sub(w.gw.redeliver);
     for (s, replayable, frame) in &session.buffer {
-        if *s > seq && *replayable {
+        if *s > from && *replayable {
             let _ = tx.send(Out::Text(frame.clone()));
         }
     }

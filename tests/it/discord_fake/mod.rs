@@ -607,6 +607,12 @@ impl FakeDiscord {
         });
     }
 
+    /// Every later Resume also replays the last `n` dispatches the bot had already received, as
+    /// Discord's at-least-once delivery may: a bot must recognise them and not act twice.
+    pub fn redeliver_on_resume(&self, n: u64) {
+        self.shared.mutate(|w| w.gw.redeliver = n);
+    }
+
     /// Stops (true) or resumes (false) answering heartbeats with op 11.
     pub fn no_ack(&self, on: bool) {
         self.shared.mutate(|w| w.gw.no_ack = on);

@@ -313,6 +313,9 @@ pub(super) struct Gateway {
     pub(super) sessions_started: u64,
     pub(super) heartbeat_ms: u64,
     pub(super) no_ack: bool,
+    /// How many already-delivered dispatches a Resume replays again (Discord's delivery is at least
+    /// once; this makes the "again" happen on demand).
+    pub(super) redeliver: u64,
 }
 
 /// A fixed-window request budget.
@@ -448,6 +451,7 @@ impl World {
                 sessions_started: 0,
                 heartbeat_ms: 45_000,
                 no_ack: false,
+                redeliver: 0,
             },
             limits: Limits {
                 enabled: true,
