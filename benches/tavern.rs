@@ -26,6 +26,7 @@ fn config(dir: &std::path::Path) -> Config {
         max_concurrent_calls: 10,
         verify_timeout: Duration::from_secs(30),
         output_limit: 4096,
+        approve_own_commitments: false,
         console_user: "bench".to_string(),
         max_restarts: 3,
         restart_window: Duration::from_secs(60),

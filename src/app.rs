@@ -181,6 +181,7 @@ impl App {
             permissions: config.permissions.clone(),
             claude_cli: crate::claude::find_cli().map_err(|e| e.to_string()),
             max_restarts: config.max_restarts,
+            approve_own_commitments: config.approve_own_commitments,
             restart_window: config.restart_window,
             verify_timeout: config.verify_timeout,
             output_limit: config.output_limit,

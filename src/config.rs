@@ -122,6 +122,7 @@ struct RawDiscord {
 struct RawVerify {
     timeout_secs: f64,
     output_limit: i64,
+    approve_own_commitments: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +226,8 @@ pub struct Config {
     pub verify_timeout: Duration,
     /// Bytes of assertion output kept.
     pub output_limit: usize,
+    /// Whether an agent's own commitments wait for a person's approval before they count.
+    pub approve_own_commitments: bool,
     /// The console user's name.
     pub console_user: String,
     /// Task restarts within `restart_window` before an agent is reaped.
@@ -334,6 +337,7 @@ impl Config {
             max_concurrent_calls,
             verify_timeout,
             output_limit,
+            approve_own_commitments: raw.verify.approve_own_commitments,
             console_user,
             max_restarts,
             restart_window,

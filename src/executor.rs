@@ -60,6 +60,8 @@ pub struct Settings {
     pub verify_timeout: Duration,
     /// Bytes of assertion output kept.
     pub output_limit: usize,
+    /// Whether an agent's own commitments wait for a person's approval before they count.
+    pub approve_own_commitments: bool,
 }
 
 /// A durable record, as published to subscribers.
@@ -324,6 +326,7 @@ impl Tavern {
             max_restarts: self.inner.settings.max_restarts,
             restart_window: self.inner.settings.restart_window.as_millis() as Millis,
             project: &self.inner.settings.project,
+            approve_own_commitments: self.inner.settings.approve_own_commitments,
         };
         f(&mut env)
     }

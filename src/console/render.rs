@@ -175,6 +175,25 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
                 "✓ @{by} signed off {agent} commitment #{}",
                 index + 1
             )),
+            Outcome::CommitmentReviewed {
+                agent,
+                index,
+                approval,
+            } => match approval {
+                tavern_plugin_api::Approval::Approved { by } => lines.push(format!(
+                    "✓ @{by} approved {agent} commitment #{}",
+                    index + 1
+                )),
+                tavern_plugin_api::Approval::Rejected { by, reason } => lines.push(format!(
+                    "✗ @{by} rejected {agent} commitment #{}{}",
+                    index + 1,
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                )),
+                tavern_plugin_api::Approval::Accepted | tavern_plugin_api::Approval::Proposed => {}
+            },
             Outcome::MessagePosted(message) => lines.extend(message_line(state, message)),
             Outcome::ModesChanged {
                 agent,
@@ -295,6 +314,14 @@ pub fn pending_line(id: u32, agent: &str, item: &PendingItem) -> String {
         PendingItem::Question { question, class } => format!(
             "? #{id} {agent} asks {}: {question} — /answer {id} TEXT",
             class.tag()
+        ),
+        PendingItem::Commitment {
+            index,
+            description,
+            assertion,
+        } => format!(
+            "? #{id} {agent} proposes commitment #{}: {description} -- {assertion} — /approve {id}, /deny {id} [REASON]",
+            index + 1
         ),
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tavern_plugin_api::AgentKind;
+use tavern_plugin_api::{AgentKind, Approval};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
@@ -25,14 +25,16 @@ use crate::executor::{Event, Receipt};
 /// What a reaction on one of Tavern's messages answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
-    /// A pending tool approval: ✅ allow, ❌ deny, ♾️ always.
+    /// A pending item: a tool approval (✅ allow, ❌ deny, ♾️ always) or a proposed commitment (✅
+    /// approve, ❌ reject).
     Approval {
         /// The pending item's id.
         id: u32,
         /// The agent asking.
         agent: String,
     },
-    /// A commitment that needs a person's sign-off: ✅ signs it off.
+    /// A commitment that needs a person's sign-off: ✅ signs it off. (A proposed commitment is a
+    /// pending item, answered through [`Link::Approval`].)
     Commitment {
         /// The agent.
         agent: String,
@@ -222,31 +224,21 @@ impl Projector {
                 }
                 Outcome::CommitmentAdded { agent, commitment } => {
                     self.refresh_header(agent);
+                    // A proposal is posted with its pending item (below), where ✅ and ❌ answer it.
+                    if commitment.awaits_approval() {
+                        continue;
+                    }
                     if let Some(thread) = self.channel_of(agent) {
-                        let signoff = if commitment.needs_signoff {
-                            " It needs a sign-off: react ✅ once you are satisfied."
-                        } else {
-                            ""
-                        };
                         let number = self
                             .surface
                             .tavern
                             .read(|s| s.agent(agent).map_or(0, |n| n.commitments.len()));
                         let content = format!(
-                            "📋 Commitment #{number}: {} — `{}`{signoff}",
+                            "📋 Commitment #{number}: {} — `{}`",
                             commitment.description, commitment.assertion
                         );
                         if commitment.needs_signoff {
-                            self.post_linked(
-                                thread,
-                                content,
-                                vec![ALLOW.to_string()],
-                                Link::Commitment {
-                                    agent: agent.clone(),
-                                    number,
-                                },
-                            )
-                            .await;
+                            self.post_signoff(thread, agent, number, content).await;
                         } else {
                             self.post(thread, content);
                         }
@@ -278,7 +270,43 @@ impl Projector {
                         } else {
                             format!("{verdict}\n```\n{tail}\n```")
                         };
-                        self.post(thread, content);
+                        let unsigned = self.surface.tavern.read(|s| {
+                            s.agent(agent)
+                                .and_then(|n| n.commitments.get(*index))
+                                .is_some_and(|c| c.needs_signoff && c.signed_off_by.is_none())
+                        });
+                        if check.passed && unsigned {
+                            self.post_signoff(thread, agent, index + 1, content).await;
+                        } else {
+                            self.post(thread, content);
+                        }
+                    }
+                }
+                Outcome::PendingOpened {
+                    id,
+                    agent,
+                    item:
+                        PendingItem::Commitment {
+                            index,
+                            description,
+                            assertion,
+                        },
+                } => {
+                    if let Some(thread) = self.channel_of(agent) {
+                        let content = format!(
+                            "📋 **{agent} proposes commitment #{}:** {description} — `{assertion}`\nReact {ALLOW} to accept it as part of done, {DENY} to reject it.",
+                            index + 1
+                        );
+                        self.post_linked(
+                            thread,
+                            content,
+                            vec![ALLOW.to_string(), DENY.to_string()],
+                            Link::Approval {
+                                id: *id,
+                                agent: agent.clone(),
+                            },
+                        )
+                        .await;
                     }
                 }
                 Outcome::PendingOpened {
@@ -304,12 +332,20 @@ impl Projector {
                     }
                 }
                 Outcome::PendingSettled { id, by, settled } => {
-                    let agent = self
-                        .surface
-                        .tavern
-                        .read(|s| s.pending.get(id).map(|p| p.agent.clone()));
-                    if let Some(thread) = agent.and_then(|a| self.channel_of(&a)) {
+                    let pending = self.surface.tavern.read(|s| s.pending.get(id).cloned());
+                    let Some(pending) = pending else { continue };
+                    if let Some(thread) = self.channel_of(&pending.agent) {
                         let who = person(by);
+                        if let PendingItem::Commitment { index, .. } = pending.item {
+                            // A rejection reaches the thread as the notice the agent gets.
+                            if *settled == Settled::Allowed {
+                                self.post(
+                                    thread,
+                                    format!("✅ {who} approved commitment #{}.", index + 1),
+                                );
+                            }
+                            continue;
+                        }
                         let line = match settled {
                             Settled::Allowed => format!("✅ {who} allowed it."),
                             Settled::AllowedAlways { rule } => {
@@ -324,10 +360,25 @@ impl Projector {
                 }
                 Outcome::ModelReplied { agent, .. }
                 | Outcome::DescriptionChanged { agent, .. }
-                | Outcome::CommitmentSignedOff { agent, .. } => self.refresh_header(agent),
+                | Outcome::CommitmentSignedOff { agent, .. }
+                | Outcome::CommitmentReviewed { agent, .. } => self.refresh_header(agent),
                 _ => {}
             }
         }
+    }
+
+    /// Posts a commitment that needs a person's sign-off, which ✅ gives.
+    async fn post_signoff(&self, thread: u64, agent: &str, number: usize, content: String) {
+        self.post_linked(
+            thread,
+            format!("{content}\nIt needs a sign-off: react {ALLOW} once you are satisfied."),
+            vec![ALLOW.to_string()],
+            Link::Commitment {
+                agent: agent.to_string(),
+                number,
+            },
+        )
+        .await;
     }
 
     /// Posts a message whose reactions answer something: the link is in place before the reactions
@@ -504,12 +555,14 @@ pub fn header_text_of(state: &TavernState, agent: &str) -> String {
             Some(_) => "❌",
             None => "⏳",
         };
-        out.push_str(&format!(
-            "{mark} #{} {} — `{}`\n",
-            i + 1,
-            c.description,
-            c.assertion
-        ));
+        let line = format!("#{} {} — `{}`", i + 1, c.description, c.assertion);
+        match &c.approval {
+            Approval::Rejected { .. } => out.push_str(&format!("🚫 ~~{line}~~ (rejected)\n")),
+            Approval::Proposed => out.push_str(&format!("{mark} {line} (proposed)\n")),
+            Approval::Accepted | Approval::Approved { .. } => {
+                out.push_str(&format!("{mark} {line}\n"))
+            }
+        }
     }
     let usage = node.usage;
     if usage.input_tokens + usage.output_tokens > 0 {

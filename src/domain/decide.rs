@@ -6,7 +6,8 @@
 //! the executor, which feeds its results back through the `*_verdict` and `finish_*` functions here.
 
 use tavern_plugin_api::{
-    AgentKind, AgentState, CheckSummary, Commitment, IllegalTransition, Modes, QuestionClass,
+    AgentKind, AgentState, Approval, CheckSummary, Commitment, IllegalTransition, Modes,
+    QuestionClass,
 };
 
 use super::intent::{Actor, Answer, Intent, ModesPatch, Summon};
@@ -34,6 +35,9 @@ pub struct DecideEnv<'a> {
     pub restart_window: Millis,
     /// The project directory, against which relative paths in model specs resolve.
     pub project: &'a std::path::Path,
+    /// Whether the commitments an agent makes for itself wait for a person's approval before they
+    /// count (`commitments.approval`).
+    pub approve_own_commitments: bool,
 }
 
 /// A decided intent.
@@ -238,7 +242,15 @@ pub fn decide(
             description,
             assertion,
             needs_signoff,
-        } => add_commitment(state, actor, agent, description, assertion, *needs_signoff),
+        } => add_commitment(
+            state,
+            actor,
+            agent,
+            description,
+            assertion,
+            *needs_signoff,
+            env,
+        ),
         Intent::SignalDone { agent } => {
             let node = live(state, agent)?;
             may_act_on(state, actor, node, "signal done for")?;
@@ -647,6 +659,7 @@ fn add_commitment(
     description: &str,
     assertion: &str,
     needs_signoff: bool,
+    env: &mut DecideEnv<'_>,
 ) -> Result<Decision> {
     let node = live(state, agent)?;
     may_act_on(state, actor, node, "add commitments to")?;
@@ -667,16 +680,72 @@ fn add_commitment(
             node.name, node.state
         )));
     }
-    Ok(Decision::done(vec![Outcome::CommitmentAdded {
-        agent: node.name.clone(),
-        commitment: Commitment {
-            description: description.trim().to_string(),
-            assertion: assertion.trim().to_string(),
-            needs_signoff,
-            signed_off_by: None,
-            last_check: None,
+    // An agent's own promise is a proposal to the person who asked for the work; what a person or a
+    // parent asks of it counts at once.
+    let proposed = env.approve_own_commitments
+        && node.requester.is_some()
+        && matches!(actor, Actor::Agent(a) if a.eq_ignore_ascii_case(&node.name));
+    let commitment = Commitment {
+        description: description.trim().to_string(),
+        assertion: assertion.trim().to_string(),
+        needs_signoff,
+        signed_off_by: None,
+        last_check: None,
+        approval: if proposed {
+            Approval::Proposed
+        } else {
+            Approval::Accepted
         },
-    }]))
+    };
+    let mut outcomes = Vec::new();
+    if proposed {
+        outcomes.push(Outcome::PendingOpened {
+            id: state.next_pending_id(),
+            agent: node.name.clone(),
+            item: PendingItem::Commitment {
+                index: node.commitments.len(),
+                description: commitment.description.clone(),
+                assertion: commitment.assertion.clone(),
+            },
+        });
+    }
+    outcomes.insert(
+        0,
+        Outcome::CommitmentAdded {
+            agent: node.name.clone(),
+            commitment,
+        },
+    );
+    Ok(Decision::done(outcomes))
+}
+
+/// What a person's review of a proposed commitment does to an agent that already signalled done: with
+/// its checks finished, it is Done once every commitment that counts is satisfied, and back at work
+/// when none counts any more.
+fn after_review(
+    state: &TavernState,
+    node: &AgentNode,
+    index: usize,
+    approval: Approval,
+    env: &mut DecideEnv<'_>,
+) -> Result<Vec<Outcome>> {
+    if node.state != AgentState::Verifying || state.verification_running(&node.name) {
+        return Ok(Vec::new());
+    }
+    let mut after = node.commitments.clone();
+    after[index].approval = approval;
+    let counted: Vec<&Commitment> = after.iter().filter(|c| c.counts()).collect();
+    if counted.is_empty() {
+        return Ok(vec![transition(
+            node,
+            AgentState::Working,
+            Some("none of its commitments counts any more".into()),
+        )?]);
+    }
+    if counted.iter().all(|c| c.satisfied()) {
+        return complete(state, node, env);
+    }
+    Ok(Vec::new())
 }
 
 fn approve(
@@ -713,11 +782,15 @@ fn approve(
         index,
         by: user.clone(),
     }];
-    if node.state == AgentState::Verifying {
+    if node.state == AgentState::Verifying && !state.verification_running(&node.name) {
         // The last missing sign-off of an agent whose checks already passed completes it.
         let mut after = node.commitments.clone();
         after[index].signed_off_by = Some(user.clone());
-        if after.iter().all(Commitment::satisfied) {
+        if after
+            .iter()
+            .filter(|c| c.counts())
+            .all(Commitment::satisfied)
+        {
             outcomes.extend(complete(state, node, env)?);
         }
     }
@@ -735,7 +808,7 @@ fn complete(
         AgentState::Done,
         Some("every commitment passed".into()),
     )?];
-    let n = node.commitments.len();
+    let n = node.commitments.iter().filter(|c| c.counts()).count();
     outcomes.extend(tell_parent(
         state,
         &Actor::Tavern,
@@ -1052,6 +1125,67 @@ fn answer_pending(
             // it settles every question the agent has open (see `send_message`).
             return send_message(state, actor, &node.name, text, env);
         }
+        (PendingItem::Commitment { index, .. }, Answer::Allow) => {
+            let approval = Approval::Approved { by: by.clone() };
+            let mut outcomes = vec![
+                settle(Settled::Allowed),
+                Outcome::CommitmentReviewed {
+                    agent: node.name.clone(),
+                    index: *index,
+                    approval: approval.clone(),
+                },
+            ];
+            outcomes.extend(after_review(state, node, *index, approval, env)?);
+            outcomes
+        }
+        (
+            PendingItem::Commitment {
+                index,
+                description,
+                assertion,
+            },
+            Answer::Deny { reason },
+        ) => {
+            let reason = reason.clone().filter(|r| !r.trim().is_empty());
+            let approval = Approval::Rejected {
+                by: by.clone(),
+                reason: reason.clone(),
+            };
+            let because = reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            let mut outcomes = vec![
+                settle(Settled::Denied {
+                    reason: reason
+                        .clone()
+                        .unwrap_or_else(|| format!("@{by} rejected it")),
+                }),
+                Outcome::CommitmentReviewed {
+                    agent: node.name.clone(),
+                    index: *index,
+                    approval: approval.clone(),
+                },
+                message(
+                    env,
+                    Party::Tavern,
+                    Party::Agent(node.name.clone()),
+                    MessageKind::Notice,
+                    format!(
+                        "@{by} rejected your commitment #{} ({description} — `{assertion}`){because}. \
+                         It no longer counts toward done; commit to something that shows the work is done instead.",
+                        index + 1
+                    ),
+                ),
+            ];
+            outcomes.extend(after_review(state, node, *index, approval, env)?);
+            outcomes
+        }
+        (PendingItem::Commitment { .. }, _) => {
+            return Err(DomainError::NoSuchPending(format!(
+                "#{id} is a proposed commitment: approve it with /approve {id} or reject it with /deny {id} [REASON]"
+            )))
+        }
         (PendingItem::Approval { .. }, Answer::Text { .. }) => {
             return Err(DomainError::NoSuchPending(format!(
                 "#{id} is a tool approval: answer it with /approve {id}, /deny {id} [REASON] or /always {id}"
@@ -1192,12 +1326,13 @@ pub fn verification_verdict(
     if node.state != AgentState::Verifying {
         return None;
     }
+    // A rejected commitment neither blocks nor completes anything.
     let failures: Vec<(usize, &CheckSummary)> = checks
         .iter()
         .enumerate()
-        .filter(|(_, c)| !c.passed)
+        .filter(|(i, c)| !c.passed && node.commitments.get(*i).is_some_and(Commitment::counts))
         .collect();
-    if node.commitments.is_empty() || !failures.is_empty() {
+    if !node.commitments.iter().any(Commitment::counts) || !failures.is_empty() {
         let report = gap_report(node, &failures);
         outcomes.push(Outcome::StateChanged {
             agent: node.name.clone(),
@@ -1221,14 +1356,32 @@ pub fn verification_verdict(
         ));
         return Some(outcomes);
     }
-    let unsigned: Vec<usize> = node
-        .commitments
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.needs_signoff && c.signed_off_by.is_none())
-        .map(|(i, _)| i + 1)
-        .collect();
-    if unsigned.is_empty() {
+    // What still waits for a person: proposals to approve, and sign-offs.
+    let mut waiting = Vec::new();
+    for (i, c) in node.commitments.iter().enumerate() {
+        if !c.counts() {
+            continue;
+        }
+        if c.awaits_approval() {
+            let how = state
+                .open_pending()
+                .find(|p| {
+                    p.agent.eq_ignore_ascii_case(&node.name)
+                        && matches!(p.item, PendingItem::Commitment { index, .. } if index == i)
+                })
+                .map(|p| format!(" (/approve {})", p.id))
+                .unwrap_or_default();
+            waiting.push(format!("#{} needs your approval{how}", i + 1));
+        } else if c.needs_signoff && c.signed_off_by.is_none() {
+            waiting.push(format!(
+                "#{} needs your sign-off (/approve {} {})",
+                i + 1,
+                node.name,
+                i + 1
+            ));
+        }
+    }
+    if waiting.is_empty() {
         // `complete` only fails on an illegal transition, and the agent is Verifying here.
         outcomes.extend(complete(state, node, env).unwrap_or_default());
     } else {
@@ -1237,11 +1390,6 @@ pub fn verification_verdict(
             .clone()
             .map(Party::User)
             .unwrap_or(Party::Tavern);
-        let list = unsigned
-            .iter()
-            .map(|n| format!("#{n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         outcomes.push(message(
             env,
             Party::Tavern,
@@ -1250,8 +1398,9 @@ pub fn verification_verdict(
                 class: QuestionClass::Quick,
             },
             format!(
-                "{}'s checks pass; commitment {list} needs your sign-off (/approve {} N).",
-                node.name, node.name
+                "{}'s checks pass; commitment {}.",
+                node.name,
+                waiting.join("; ")
             ),
         ));
     }
@@ -1265,10 +1414,15 @@ pub fn gap_report(node: &AgentNode, failures: &[(usize, &CheckSummary)]) -> Stri
                 before signalling done; Tavern verifies work only by running assertions."
             .to_string();
     }
+    let counted = node.commitments.iter().filter(|c| c.counts()).count();
+    if counted == 0 {
+        return "Gap report: every commitment you made was rejected. Add a commitment the person \
+                can accept before signalling done."
+            .to_string();
+    }
     let mut report = format!(
-        "Gap report: {} of {} commitments failed.",
+        "Gap report: {} of {counted} commitments failed.",
         failures.len(),
-        node.commitments.len()
     );
     for (index, check) in failures {
         let commitment = &node.commitments[*index];

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use tavern_plugin_api::{
-    AgentKind, AgentState, CheckSummary, Commitment, Expert, ModelReply, Modes, QuestionClass,
-    RestartStrategy, TaskMode, ToolResult,
+    AgentKind, AgentState, Approval, CheckSummary, Commitment, Expert, ModelReply, Modes,
+    QuestionClass, RestartStrategy, TaskMode, ToolResult,
 };
 
 use crate::log::{Millis, Seq};
@@ -120,6 +120,15 @@ pub enum PendingItem {
         question: String,
         /// Quick or deep.
         class: QuestionClass,
+    },
+    /// A commitment the agent proposed for itself, waiting for a person to approve or reject it.
+    Commitment {
+        /// The commitment's index, 0-based.
+        index: usize,
+        /// What is promised.
+        description: String,
+        /// Its assertion.
+        assertion: String,
     },
 }
 
@@ -234,6 +243,15 @@ pub enum Outcome {
         index: usize,
         /// Who signed it.
         by: String,
+    },
+    /// A person approved or rejected a commitment the agent proposed.
+    CommitmentReviewed {
+        /// The agent.
+        agent: String,
+        /// The commitment's index, 0-based.
+        index: usize,
+        /// Where it stands now.
+        approval: Approval,
     },
     /// A message was posted (and, for agents, put in their inbox).
     MessagePosted(Message),

@@ -342,6 +342,7 @@ pub fn documents_for(state: &TavernState, outcomes: &[Outcome]) -> Vec<DocWrite>
             | Outcome::CommitmentAdded { agent, .. }
             | Outcome::CommitmentChecked { agent, .. }
             | Outcome::CommitmentSignedOff { agent, .. }
+            | Outcome::CommitmentReviewed { agent, .. }
             | Outcome::ModesChanged { agent, .. }
             | Outcome::DescriptionChanged { agent, .. }
             | Outcome::NotesChanged { agent, .. }

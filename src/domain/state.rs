@@ -301,6 +301,13 @@ impl TavernState {
         })
     }
 
+    /// Whether Tavern is running `agent`'s assertions right now (its done signal is still open).
+    pub fn verification_running(&self, agent: &str) -> bool {
+        self.open.values().any(|e| {
+            matches!(&e.intent, crate::domain::Intent::SignalDone { agent: a } if a.eq_ignore_ascii_case(agent))
+        })
+    }
+
     /// Whether a request from outside Tavern with this origin is already in the log.
     pub fn has_origin(&self, origin: &str) -> bool {
         self.origins.contains(origin)
@@ -403,6 +410,18 @@ impl TavernState {
                     .and_then(|n| n.commitments.get_mut(*index))
                 {
                     c.signed_off_by = Some(by.clone());
+                }
+            }
+            Outcome::CommitmentReviewed {
+                agent,
+                index,
+                approval,
+            } => {
+                if let Some(c) = self
+                    .agent_mut(agent)
+                    .and_then(|n| n.commitments.get_mut(*index))
+                {
+                    c.approval = approval.clone();
                 }
             }
             Outcome::MessagePosted(message) => {

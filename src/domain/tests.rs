@@ -1,7 +1,7 @@
 //! Domain tests in given / when / then form: given a history of intents, when one more is decided, then
 //! expect outcomes (or an error). Deciding and applying run without IO, a log or a runtime.
 
-use tavern_plugin_api::{AgentKind, AgentState, CheckSummary, QuestionClass};
+use tavern_plugin_api::{AgentKind, AgentState, Approval, CheckSummary, QuestionClass};
 
 use super::decide::{finish_turn, verification_verdict};
 use super::*;
@@ -12,6 +12,8 @@ struct Scenario {
     state: TavernState,
     seq: u64,
     ids: u64,
+    /// `verify.approve_own_commitments`; off unless a test is about proposals.
+    approve_own: bool,
 }
 
 fn alice() -> Actor {
@@ -25,6 +27,7 @@ impl Scenario {
             state: TavernState::default(),
             seq: 0,
             ids: 0,
+            approve_own: false,
         };
         s.ok(
             Actor::Tavern,
@@ -49,6 +52,7 @@ impl Scenario {
             max_restarts: 2,
             restart_window: 60_000,
             project: std::path::Path::new("/project"),
+            approve_own_commitments: self.approve_own,
         };
         let result = decide(&self.state, actor, intent, &mut env);
         self.ids = ids;
@@ -156,13 +160,26 @@ impl Scenario {
             max_restarts: 2,
             restart_window: 60_000,
             project: std::path::Path::new("/project"),
+            approve_own_commitments: self.approve_own,
         };
         let outcomes = verification_verdict(&self.state, agent, checks, &mut env)
             .expect("the agent is verifying");
         self.ids = ids;
-        for o in &outcomes {
-            self.state.apply_outcome(o, 5_000);
-        }
+        // The verdict finishes the done signal's entry, as the executor records it.
+        let seq = self
+            .state
+            .open
+            .iter()
+            .find(|(_, e)| matches!(&e.intent, Intent::SignalDone { agent: a } if a == agent))
+            .map(|(seq, _)| *seq)
+            .expect("the done signal is open");
+        self.state.apply(&Record::Update(crate::log::Update {
+            seq,
+            ts: 5_000,
+            status: Status::Executed,
+            outcomes: outcomes.clone(),
+            error: None,
+        }));
         outcomes
     }
 
@@ -717,6 +734,7 @@ fn a_turns_reply_goes_to_the_requester() {
         max_restarts: 2,
         restart_window: 60_000,
         project: std::path::Path::new("/project"),
+        approve_own_commitments: false,
     };
     let outcomes = finish_turn(&s.state, &frodo, "on it", &mut env);
     assert_eq!(
@@ -892,4 +910,137 @@ fn projection_round_trips_descriptions_and_notes() {
     let (description, notes) = projection::split_agent_body(&body);
     assert_eq!(description, "line one\n\n## Notes\nnot really notes");
     assert_eq!(notes, "");
+}
+
+/// An agent's own commitment, with proposals on: its pending id.
+fn propose(s: &mut Scenario, agent: &str, assertion: &str) -> u32 {
+    let outcomes = s.ok(
+        Actor::Agent(agent.into()),
+        Intent::AddCommitment {
+            agent: agent.into(),
+            description: "works".into(),
+            assertion: assertion.into(),
+            needs_signoff: false,
+        },
+    );
+    outcomes
+        .iter()
+        .find_map(|o| match o {
+            Outcome::PendingOpened {
+                id,
+                item: PendingItem::Commitment { .. },
+                ..
+            } => Some(*id),
+            _ => None,
+        })
+        .expect("an agent's own commitment is a proposal")
+}
+
+#[test]
+fn an_agents_own_commitment_counts_only_once_a_person_approves_it() {
+    let mut s = Scenario::given();
+    s.approve_own = true;
+    let frodo = s.summon(alice(), "Jake", "a");
+    let id = propose(&mut s, &frodo, "true");
+    // What a person sets counts at once.
+    s.commit(&frodo, false);
+    assert_eq!(
+        s.state.agent(&frodo).unwrap().commitments[1].approval,
+        Approval::Accepted
+    );
+    s.ok(
+        Actor::Agent(frodo.clone()),
+        Intent::SignalDone {
+            agent: frodo.clone(),
+        },
+    );
+    let outcomes = s.verdict(&frodo, &[true, true]);
+    // Both pass, but the proposal waits: still verifying, and the requester is asked.
+    assert_eq!(s.state_of(&frodo), AgentState::Verifying);
+    let asked = messages_to(&outcomes, &Party::User("alice".into()));
+    assert!(asked[0].contains(&format!("/approve {id}")), "{asked:?}");
+    // The agent cannot approve itself, and "always" is not an answer to a proposal.
+    let error = s.refused(
+        Actor::Agent(frodo.clone()),
+        Intent::Answer {
+            id,
+            answer: Answer::Allow,
+        },
+    );
+    assert!(error.contains("only people"), "{error}");
+    let error = s.refused(
+        alice(),
+        Intent::Answer {
+            id,
+            answer: Answer::Always,
+        },
+    );
+    assert!(error.contains("proposed commitment"), "{error}");
+    s.ok(
+        alice(),
+        Intent::Answer {
+            id,
+            answer: Answer::Allow,
+        },
+    );
+    assert_eq!(s.state_of(&frodo), AgentState::Done);
+    assert_eq!(
+        s.state.agent(&frodo).unwrap().commitments[0].approval,
+        Approval::Approved { by: "alice".into() }
+    );
+}
+
+#[test]
+fn a_rejected_proposal_no_longer_counts_and_the_agent_is_told() {
+    let mut s = Scenario::given();
+    s.approve_own = true;
+    let frodo = s.summon(alice(), "Jake", "a");
+    let id = propose(&mut s, &frodo, "false");
+    s.ok(
+        Actor::Agent(frodo.clone()),
+        Intent::SignalDone {
+            agent: frodo.clone(),
+        },
+    );
+    // An answer while the assertions run does not decide anything yet.
+    let outcomes = s.ok(
+        alice(),
+        Intent::Answer {
+            id,
+            answer: Answer::Deny {
+                reason: Some("false always fails".into()),
+            },
+        },
+    );
+    assert_eq!(s.state_of(&frodo), AgentState::Verifying);
+    let told = messages_to(&outcomes, &Party::Agent(frodo.clone()));
+    assert!(
+        told[0].contains("rejected your commitment #1") && told[0].contains("false always fails"),
+        "{told:?}"
+    );
+    // The rejected commitment's failure is not a gap; with nothing left that counts, back to work.
+    let outcomes = s.verdict(&frodo, &[false]);
+    assert_eq!(s.state_of(&frodo), AgentState::Working);
+    let report = messages_to(&outcomes, &Party::Agent(frodo.clone()));
+    assert!(
+        report[0].contains("every commitment you made was rejected"),
+        "{report:?}"
+    );
+    // A second proposal that passes, approved, makes it Done.
+    let id = propose(&mut s, &frodo, "true");
+    s.ok(
+        alice(),
+        Intent::Answer {
+            id,
+            answer: Answer::Allow,
+        },
+    );
+    s.ok(
+        Actor::Agent(frodo.clone()),
+        Intent::SignalDone {
+            agent: frodo.clone(),
+        },
+    );
+    s.verdict(&frodo, &[false, true]);
+    assert_eq!(s.state_of(&frodo), AgentState::Done);
 }

@@ -86,9 +86,15 @@ async fn a_cli_mortal_writes_commits_through_tavern_and_is_verified_done() {
             "+ Frodo (mortal) summoned under Jake: Write hello.txt",
             "Frodo ⚙ Write",
             "+ Frodo commits: hello.txt exists -- test -f hello.txt",
+            "? #1 Frodo proposes commitment #1: hello.txt exists -- test -f hello.txt",
             "✓ Frodo commitment #1 passed",
-            "· Frodo: Verifying → Done (every commitment passed)",
+            "commitment #1 needs your approval (/approve 1)",
         ])
+        .await;
+    // Frodo's own commitment counts once the person who asked approves it.
+    console.send("/approve 1").await;
+    console
+        .expect_contains("· Frodo: Verifying → Done (every commitment passed)")
         .await;
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "hello\n");
     // Tavern's tools went through its MCP server: the model saw their results.
@@ -310,6 +316,10 @@ async fn replaying_a_cli_session_starts_no_process_and_calls_no_api() {
     let env = cli_env(&fake, home.path());
     let mut console = start(&project, &env);
     console.send("/summon Write hello.txt --name Frodo").await;
+    console
+        .expect_contains("commitment #1 needs your approval (/approve 1)")
+        .await;
+    console.send("/approve 1").await;
     console
         .expect_contains("· Frodo: Verifying → Done (every commitment passed)")
         .await;

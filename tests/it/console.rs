@@ -50,12 +50,21 @@ async fn jake_summons_a_mortal_who_summons_a_child_whose_commitment_passes() {
             "[Jake] (scripted) A PARSER!",
             "+ Sam (mortal) summoned under Frodo: Write the parser output",
             "+ Sam commits: parser output exists -- test -f parser.txt",
+            "? #1 Sam proposes commitment #1: parser output exists -- test -f parser.txt",
             "· Sam: Working → Verifying",
             "✓ Sam commitment #1 passed",
+            "Sam's checks pass; commitment #1 needs your approval (/approve 1).",
+            "[Sam] (scripted) Writing parser.txt",
+        ])
+        .await;
+    // Sam's commitment was its own proposal: it counts once the person approves it.
+    console.send("/approve 1").await;
+    console
+        .expect_all(&[
+            "✓ @alice approved Sam commitment #1",
             "· Sam: Verifying → Done (every commitment passed)",
             "! Frodo ← Sam is Done: 1/1 commitments pass.",
             "[Frodo] (scripted) Noted. I'll wait for Sam's checks",
-            "[Sam] (scripted) Writing parser.txt",
         ])
         .await;
 
@@ -69,7 +78,7 @@ async fn jake_summons_a_mortal_who_summons_a_child_whose_commitment_passes() {
         ]
     );
 
-    let log = log_lines(&mut console, 10).await;
+    let log = log_lines(&mut console, 11).await;
     assert_eq!(
         log,
         vec![
@@ -82,7 +91,8 @@ async fn jake_summons_a_mortal_who_summons_a_child_whose_commitment_passes() {
             "#7 Sam turn of Sam → executed",
             "#8 Sam commit Sam: parser output exists -- test -f parser.txt → executed",
             "#9 Sam done Sam → executed",
-            "#10 Frodo turn of Frodo → executed",
+            "#10 @alice allow #1 → executed",
+            "#11 Frodo turn of Frodo → executed",
         ]
     );
     console.quit().await;
@@ -138,7 +148,11 @@ async fn a_failing_assertion_sends_the_agent_back_to_working_with_a_gap_report()
     console.send("/done Sam").await;
     // The verification may finish before the acknowledgement is printed.
     console
-        .expect_all(&["ok #", "· Sam: Verifying → Done (every commitment passed)"])
+        .expect_all(&["ok #", "commitment #1 needs your approval (/approve 1)"])
+        .await;
+    console.send("/approve 1").await;
+    console
+        .expect_contains("· Sam: Verifying → Done (every commitment passed)")
         .await;
     console.quit().await;
 }

@@ -170,7 +170,22 @@ async fn a_user_asks_jake_and_an_agent_works_in_its_own_thread_until_dismissed()
     let thread = fake.thread_named("Frodo").unwrap();
     assert_eq!(thread.kind, 11, "the thread must be public");
     assert_eq!(thread.parent, MAIN_CHANNEL);
-    // His work streams into his thread: his words, his commitment, its check.
+    // His work streams into his thread: his words, his proposed commitment, its check.
+    let proposal = |w: &crate::discord_fake::World| {
+        w.messages(thread.id)
+            .into_iter()
+            .find(|m| {
+                m.content
+                    .contains("proposes commitment #1:** parser exists")
+                    && w.reactions(m.id).len() == 2
+            })
+            .map(|m| m.id)
+    };
+    assert!(
+        fake.wait_for_async(|w| proposal(w).is_some(), WAIT).await,
+        "Frodo's commitment was not proposed in his thread"
+    );
+    fake.react(alice, thread.id, fake.with_world(proposal).unwrap(), "✅");
     assert!(
         fake.wait_for_async(
             |w| {
@@ -180,9 +195,6 @@ async fn a_user_asks_jake_and_an_agent_works_in_its_own_thread_until_dismissed()
                     .map(|m| m.content.as_str())
                     .collect();
                 texts.iter().any(|t| t.contains("Writing the parser now"))
-                    && texts
-                        .iter()
-                        .any(|t| t.contains("Commitment #1: parser exists"))
                     && texts.iter().any(|t| t.contains("Commitment #1 passed"))
             },
             WAIT
@@ -253,6 +265,161 @@ async fn a_user_asks_jake_and_an_agent_works_in_its_own_thread_until_dismissed()
         0,
         "a request went into an exhausted bucket"
     );
+}
+
+/// Frodo proposes two commitments and signals done at once; the first fails until the file exists.
+/// After the gap report he waits; a rejection of his second commitment sends him back to signal done.
+const COMMIT_SCRIPT: &str = r#"
+[[reply]]
+agent = "Jake"
+text = "Frodo will build it."
+tools = [{ summon = { assignment = "Build the parser", name = "Frodo" } }]
+
+[[reply]]
+agent = "Frodo"
+text = "Here is what done means."
+tools = [
+  { commit = { description = "parser exists", assertion = "test -f parser.txt" } },
+  { commit = { description = "nothing to check", assertion = "true" } },
+  { done = {} },
+]
+
+[[reply]]
+agent = "Frodo"
+text = "I will wait for a hand with the parser."
+
+[[reply]]
+agent = "Frodo"
+text = "Understood; checking again."
+tools = [{ done = {} }]
+"#;
+
+/// The message in `thread` whose text contains `what`, once Tavern's reactions are on it.
+fn offered(w: &crate::discord_fake::World, thread: u64, what: &str) -> Option<u64> {
+    w.messages(thread)
+        .into_iter()
+        .find(|m| m.content.contains(what) && !w.reactions(m.id).is_empty())
+        .map(|m| m.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposed_commitments_are_approved_or_rejected_by_reaction_and_only_assertions_decide_done()
+{
+    let project = Project::new();
+    let script = project.write("script.toml", COMMIT_SCRIPT);
+    let fake = FakeDiscord::start();
+    let alice = fake.add_user("alice");
+    let mallory = fake.add_user("mallory");
+    let mut bot = serve(
+        project.path(),
+        &fake,
+        &[alice],
+        &format!("scripted:{}", script.display()),
+    );
+    ready(&fake, &mut bot).await;
+    fake.user_says(alice, MAIN_CHANNEL, "build me a parser");
+    assert!(
+        fake.wait_for_async(|w| w.thread_named("Frodo").is_some(), WAIT)
+            .await,
+        "Frodo got no thread"
+    );
+    let thread = fake.thread_named("Frodo").unwrap().id;
+    let texts = |w: &crate::discord_fake::World| -> Vec<String> {
+        w.messages(thread)
+            .iter()
+            .map(|m| m.content.clone())
+            .collect()
+    };
+    // Both proposals are offered with ✅ and ❌; the failing assertion is posted, and Frodo is back at work.
+    assert!(
+        fake.wait_for_async(
+            |w| offered(w, thread, "proposes commitment #1:** parser exists").is_some()
+                && offered(w, thread, "proposes commitment #2:** nothing to check").is_some()
+                && texts(w)
+                    .iter()
+                    .any(|t| t.contains("❌ Commitment #1 failed (exit 1)"))
+                && texts(w)
+                    .iter()
+                    .any(|t| t.contains("Gap report: 1 of 2 commitments failed")),
+            WAIT
+        )
+        .await,
+        "the proposals and the failure did not reach Frodo's thread: {:?}",
+        fake.with_world(texts)
+    );
+    let first = fake
+        .with_world(|w| offered(w, thread, "proposes commitment #1"))
+        .unwrap();
+    let second = fake
+        .with_world(|w| offered(w, thread, "proposes commitment #2"))
+        .unwrap();
+    assert_eq!(
+        fake.reactions(first)
+            .iter()
+            .map(|r| r.emoji.clone())
+            .collect::<Vec<_>>(),
+        ["✅", "❌"]
+    );
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .messages(thread)
+                .first()
+                .is_some_and(|m| m.content.contains("Working") && m.content.contains("(proposed)")),
+            WAIT
+        )
+        .await,
+        "the header does not show Frodo Working on proposals: {:?}",
+        fake.messages(thread).first().map(|m| m.content.clone())
+    );
+
+    // Someone not allowed approves: nothing happens. Alice approves the first and rejects the second.
+    project.write("parser.txt", "parsed\n");
+    fake.react(mallory, thread, first, "✅");
+    fake.react(alice, thread, first, "✅");
+    assert!(
+        fake.wait_for_async(
+            |w| texts(w)
+                .iter()
+                .any(|t| t.contains(&format!("<@{alice}> approved commitment #1"))),
+            WAIT
+        )
+        .await,
+        "alice's approval was not acknowledged: {:?}",
+        fake.with_world(texts)
+    );
+    fake.react(alice, thread, second, "❌");
+    // Frodo is told, signals done again, and the approved assertion now passes: Done.
+    assert!(
+        fake.wait_for_async(
+            |w| texts(w)
+                .iter()
+                .any(|t| t.contains("rejected your commitment #2"))
+                && texts(w)
+                    .iter()
+                    .any(|t| t.contains("✅ Commitment #1 passed"))
+                && w.messages(thread)
+                    .first()
+                    .is_some_and(|m| m.content.contains("Done")
+                        && m.content.contains("~~#2 nothing to check")),
+            WAIT
+        )
+        .await,
+        "Frodo did not end Done with #2 struck out: {:?}",
+        fake.with_world(texts)
+    );
+    stop(bot).await;
+    // Mallory's reaction never became an intent.
+    let log = std::fs::read_to_string(project.tavern().join("log/main.jsonl")).unwrap();
+    assert!(
+        !log.contains(&format!("{{\"user\":\"{mallory}\"}}")),
+        "a reaction from someone not allowed was recorded"
+    );
+    assert!(fake
+        .with_world(texts)
+        .iter()
+        .all(|t| !t.contains(&mallory.to_string())));
+    fake.assert_no_unexpected();
 }
 
 /// Jake summons Frodo, Frodo summons Sam, and Sam asks a question; Sam's second turn takes the answer.

@@ -12,7 +12,7 @@ use crate::discord_fake::{FakeDiscord, World, MAIN_CHANNEL};
 use crate::support::{assert_log_consistent, Project};
 
 /// Jake answers each message with the next numbered reply; a sixth reply before Frodo exists would mean
-/// a message became two intents. Frodo commits to something that needs a sign-off and signals done.
+/// a message became two intents. Frodo proposes a commitment that needs a sign-off and signals done.
 const SCRIPT: &str = r#"
 [[reply]]
 agent = "Jake"
@@ -150,20 +150,33 @@ async fn reconnects_resumes_and_lost_sessions_neither_lose_nor_duplicate_intents
         "summon",
         json!({"assignment": "check that it is fine", "name": "Frodo"}),
     );
-    let signoff = |w: &World| {
+    // Frodo's commitment is his own proposal: ✅ approves it; once it passes, ✅ signs it off.
+    let offered = |w: &World, what: &str| {
         let thread = w.thread_named("Frodo")?;
         w.messages(thread.id)
             .into_iter()
-            .find(|m| m.content.contains("Commitment #1") && !w.reactions(m.id).is_empty())
+            .find(|m| m.content.contains(what) && !w.reactions(m.id).is_empty())
             .map(|m| (thread.id, m.id))
     };
     assert!(
-        fake.wait_for_async(|w| signoff(w).is_some(), WAIT).await,
-        "Frodo's commitment was never offered for sign-off: {:?}",
+        fake.wait_for_async(|w| offered(w, "proposes commitment #1").is_some(), WAIT)
+            .await,
+        "Frodo's commitment was never proposed: {:?}",
         fake.interaction_responses(summon)
     );
-    let (thread, message) = fake.with_world(signoff).expect("the commitment is there");
-    fake.react(alice, thread, message, "✅");
+    let (thread, proposal) = fake
+        .with_world(|w| offered(w, "proposes commitment #1"))
+        .expect("the proposal is there");
+    fake.react(alice, thread, proposal, "✅");
+    assert!(
+        fake.wait_for_async(|w| offered(w, "needs a sign-off").is_some(), WAIT)
+            .await,
+        "Frodo's passed commitment was never offered for sign-off"
+    );
+    let (_, signoff) = fake
+        .with_world(|w| offered(w, "needs a sign-off"))
+        .expect("the sign-off is there");
+    fake.react(alice, thread, signoff, "✅");
     let done = |w: &World| {
         w.messages(thread)
             .first()
@@ -202,6 +215,7 @@ async fn reconnects_resumes_and_lost_sessions_neither_lose_nor_duplicate_intents
     let intents = user_intents(&project);
     assert_eq!(intents.get("send_message"), Some(&6), "{intents:?}");
     assert_eq!(intents.get("summon"), Some(&1), "{intents:?}");
+    assert_eq!(intents.get("answer"), Some(&1), "{intents:?}");
     assert_eq!(intents.get("approve"), Some(&1), "{intents:?}");
     assert_eq!(fake.interaction_responses(summon).len(), 1);
     fake.assert_no_unexpected();

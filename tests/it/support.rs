@@ -447,6 +447,8 @@ pub fn test_config(
         max_concurrent_calls: 4,
         verify_timeout: Duration::from_secs(10),
         output_limit: 1024,
+        // Library tests of other things let agents' own commitments count at once.
+        approve_own_commitments: false,
         console_user: "alice".to_string(),
         max_restarts: 2,
         restart_window: Duration::from_secs(60),

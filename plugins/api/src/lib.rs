@@ -25,8 +25,8 @@ pub use model::{
 };
 pub use prompt::compose_system_prompt;
 pub use tools::{
-    BroadcastScope, Bus, BusError, CheckSummary, Commitment, QuestionClass, ToolCall, ToolName,
-    ToolResult, Tools,
+    Approval, BroadcastScope, Bus, BusError, CheckSummary, Commitment, QuestionClass, ToolCall,
+    ToolName, ToolResult, Tools,
 };
 pub use turn::{
     standard_turn, AgentContext, AgentError, AgentType, AgentView, TurnInput, TurnOutput,

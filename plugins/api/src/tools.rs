@@ -376,22 +376,83 @@ pub struct Commitment {
     /// The latest verification of this commitment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<CheckSummary>,
+    /// Whether it counts toward Done: an agent's own commitments are proposals until the person who
+    /// asked for the work approves them (when the project asks for that).
+    #[serde(default, skip_serializing_if = "Approval::is_accepted")]
+    pub approval: Approval,
+}
+
+/// Where a commitment stands with the people it is made to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    /// It counts: made by a person or a parent, or where the project asks no approval.
+    #[default]
+    Accepted,
+    /// Proposed by the agent itself; it counts once a person approves it.
+    Proposed,
+    /// Approved by this person.
+    Approved {
+        /// Who.
+        by: String,
+    },
+    /// Rejected by this person: it no longer counts, and the agent was told.
+    Rejected {
+        /// Who.
+        by: String,
+        /// Why, if they said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl Approval {
+    /// Whether it is the default (no approval asked).
+    pub fn is_accepted(&self) -> bool {
+        *self == Approval::Accepted
+    }
 }
 
 impl Commitment {
-    /// Its last check in a few words, for the agent's prompt.
-    pub fn check_status(&self) -> &'static str {
-        match &self.last_check {
+    /// Where it stands, in a few words, for the agent's prompt.
+    pub fn check_status(&self) -> String {
+        let check = match &self.last_check {
             Some(check) if check.passed => "passed last check",
             Some(_) => "FAILED last check",
             None => "not checked yet",
+        };
+        match &self.approval {
+            Approval::Accepted | Approval::Approved { .. } => check.to_string(),
+            Approval::Proposed => format!("{check}; proposed, waiting for a person's approval"),
+            Approval::Rejected { by, reason } => format!(
+                "REJECTED by @{by}{}; it no longer counts",
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
         }
     }
 
-    /// Whether the commitment is satisfied: its last check passed and any sign-off it needs was given.
+    /// Whether it counts toward Done at all (it was not rejected).
+    pub fn counts(&self) -> bool {
+        !matches!(self.approval, Approval::Rejected { .. })
+    }
+
+    /// Whether a person's approval of it is still awaited.
+    pub fn awaits_approval(&self) -> bool {
+        self.approval == Approval::Proposed
+    }
+
+    /// Whether the commitment is satisfied: its last check passed, any sign-off it needs was given,
+    /// and, if it was proposed, a person approved it.
     pub fn satisfied(&self) -> bool {
         self.last_check.as_ref().is_some_and(|c| c.passed)
             && (!self.needs_signoff || self.signed_off_by.is_some())
+            && matches!(
+                self.approval,
+                Approval::Accepted | Approval::Approved { .. }
+            )
     }
 }
 
