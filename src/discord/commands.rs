@@ -1,6 +1,6 @@
 //! Slash commands (poise), and the framework that routes every gateway event: messages and reactions go
-//! to [`super::inbound`]. Commands answer within Discord's 3-second window; the ones that may take
-//! longer defer first.
+//! to [`super::inbound`]. Commands answer within Discord's 3-second window: the read-only ones at once,
+//! the ones that record an intent or read the log defer first.
 
 use poise::serenity_prelude as serenity;
 use tavern_plugin_api::AgentKind;
@@ -44,6 +44,9 @@ async fn check_allowed(ctx: Context<'_>) -> Result<bool, Error> {
 /// Submits a command's intent with the interaction's id, and answers with what became of it. A
 /// redelivered interaction whose intent is already recorded (say, after a restart) is not answered.
 async fn submit(ctx: Context<'_>, intent: Intent) -> Result<(), Error> {
+    // Recording waits for the log to reach the disk, which a busy machine can stretch past Discord's
+    // three seconds; a deferral ("thinking…") first keeps the interaction alive whatever it takes.
+    ctx.defer().await?;
     let actor = Actor::User(person(ctx.author().id.get()));
     let origin = format!("discord:interaction:{}", ctx.id());
     let reply = match ctx.data().tavern.submit_from(actor, intent, origin).await? {
@@ -125,6 +128,8 @@ async fn log(
     ctx: Context<'_>,
     #[description = "How many entries (default 15)"] count: Option<u32>,
 ) -> Result<(), Error> {
+    // Reading the log's tail is file work of unbounded duration: defer first.
+    ctx.defer().await?;
     let count = count.unwrap_or(15).clamp(1, 50) as usize;
     let entries = ctx.data().tavern.log().reader().tail(count)?;
     let lines: Vec<String> = entries
@@ -166,6 +171,40 @@ async fn presence(ctx: Context<'_>, name: String, present: bool) -> Result<(), E
     .await
 }
 
+/// Change an agent's modes: perseverance, backgrounded, task mode.
+#[poise::command(slash_command, check = "check_allowed")]
+async fn mode(
+    ctx: Context<'_>,
+    #[description = "The agent"] name: String,
+    #[description = "Keep working until verified Done instead of stopping to wait"]
+    perseverance: Option<bool>,
+    #[description = "Run without a conversation of its own"] backgrounded: Option<bool>,
+    #[description = "execute, delegate, plan, break_up or unify"] task: Option<String>,
+) -> Result<(), Error> {
+    let task_mode = task
+        .as_deref()
+        .map(tavern_plugin_api::TaskMode::parse)
+        .transpose()?;
+    if perseverance.is_none() && backgrounded.is_none() && task_mode.is_none() {
+        ctx.say("Nothing to change: give perseverance, backgrounded or task.")
+            .await?;
+        return Ok(());
+    }
+    submit(
+        ctx,
+        Intent::SetModes {
+            agent: name,
+            patch: crate::domain::ModesPatch {
+                perseverance,
+                backgrounded,
+                task_mode,
+                user_present: None,
+            },
+        },
+    )
+    .await
+}
+
 fn clip(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_string()
@@ -188,6 +227,7 @@ pub fn framework(surface: Surface) -> poise::Framework<Surface, Error> {
                 log(),
                 call(),
                 hangup(),
+                mode(),
             ],
             event_handler: |ctx, event| Box::pin(on_event(ctx, event)),
             on_error: |error| Box::pin(on_error(error)),

@@ -822,13 +822,47 @@ async fn call_and_hangup_tell_the_agent_and_log_shows_the_intents() {
         fake.wait_for_async(move |w| hangup_after(w, hangup), WAIT)
             .await
     );
+    // Commands that record an intent defer first, so a slow disk cannot miss Discord's 3 seconds.
+    let responses = fake.interaction_responses(hangup);
+    assert_eq!(responses[0].callback_kind(), Some(5), "{responses:?}");
+    // /mode changes modes; a bad task mode is an error that names the accepted ones.
+    let mode = fake.slash(
+        alice,
+        MAIN_CHANNEL,
+        "mode",
+        json!({"name": "Frodo", "task": "plan", "perseverance": true}),
+    );
+    assert!(
+        fake.wait_for_async(move |w| hangup_after(w, mode), WAIT)
+            .await,
+        "/mode was not accepted: {:?}",
+        fake.interaction_responses(mode)
+    );
+    let bad = fake.slash(
+        alice,
+        MAIN_CHANNEL,
+        "mode",
+        json!({"name": "Frodo", "task": "nap"}),
+    );
+    assert!(
+        fake.wait_for_async(
+            move |w| w.interaction_responses(bad).iter().any(|r| r
+                .content()
+                .is_some_and(|c| c.contains("unknown task mode \"nap\""))),
+            WAIT
+        )
+        .await,
+        "a bad task mode got no clear error: {:?}",
+        fake.interaction_responses(bad)
+    );
     let log = fake.slash(alice, MAIN_CHANNEL, "log", json!({"count": 10}));
     assert!(
         fake.wait_for_async(
             move |w| w.interaction_responses(log).iter().any(|r| r
                 .content()
                 .is_some_and(|c| c.contains("summon mortal under Jake: Keep watch")
-                    && c.contains("set modes of Frodo"))),
+                    && c.contains("set modes of Frodo")
+                    && c.contains("task_mode: Some(Plan)"))),
             WAIT
         )
         .await,
