@@ -56,6 +56,24 @@ pub(crate) fn serve(project: &Path, fake: &FakeDiscord, allowed: &[u64], model: 
         .expect("start tavern serve")
 }
 
+/// `tavern serve` with every agent on the scripted model `script` (a TOML text), connected and ready.
+pub(crate) async fn serve_script(
+    project: &Project,
+    fake: &FakeDiscord,
+    allowed: &[u64],
+    script: &str,
+) -> Child {
+    let path = project.write("script.toml", script);
+    let mut bot = serve(
+        project.path(),
+        fake,
+        allowed,
+        &format!("scripted:{}", path.display()),
+    );
+    ready(fake, &mut bot).await;
+    bot
+}
+
 /// `tavern serve` with mortals in the real CLI against `model`, Jake without a model.
 fn serve_cli(
     project: &Path,
@@ -138,16 +156,9 @@ pub(crate) async fn ready(fake: &FakeDiscord, bot: &mut Child) {
 async fn a_user_asks_jake_and_an_agent_works_in_its_own_thread_until_dismissed() {
     let project = Project::new();
     project.write("parser.txt", "parsed\n");
-    let script = project.write("script.toml", SCRIPT);
     let fake = FakeDiscord::start();
     let alice = fake.add_user("alice");
-    let mut bot = serve(
-        project.path(),
-        &fake,
-        &[alice],
-        &format!("scripted:{}", script.display()),
-    );
-    ready(&fake, &mut bot).await;
+    let bot = serve_script(&project, &fake, &[alice], SCRIPT).await;
 
     fake.user_says(alice, MAIN_CHANNEL, "please build me a parser");
     // Jake answers in the main channel, and Frodo gets a public thread of his own.
@@ -306,17 +317,10 @@ fn offered(w: &crate::discord_fake::World, thread: u64, what: &str) -> Option<u6
 async fn proposed_commitments_are_approved_or_rejected_by_reaction_and_only_assertions_decide_done()
 {
     let project = Project::new();
-    let script = project.write("script.toml", COMMIT_SCRIPT);
     let fake = FakeDiscord::start();
     let alice = fake.add_user("alice");
     let mallory = fake.add_user("mallory");
-    let mut bot = serve(
-        project.path(),
-        &fake,
-        &[alice],
-        &format!("scripted:{}", script.display()),
-    );
-    ready(&fake, &mut bot).await;
+    let bot = serve_script(&project, &fake, &[alice], COMMIT_SCRIPT).await;
     fake.user_says(alice, MAIN_CHANNEL, "build me a parser");
     assert!(
         fake.wait_for_async(|w| w.thread_named("Frodo").is_some(), WAIT)
@@ -447,17 +451,10 @@ text = "Thanks, using it."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grandchilds_question_mentions_only_the_requester_and_the_reply_reaches_it() {
     let project = Project::new();
-    let script = project.write("script.toml", QUESTION_SCRIPT);
     let fake = FakeDiscord::start();
     let alice = fake.add_user("alice");
     let bob = fake.add_user("bob");
-    let mut bot = serve(
-        project.path(),
-        &fake,
-        &[alice, bob],
-        &format!("scripted:{}", script.display()),
-    );
-    ready(&fake, &mut bot).await;
+    let bot = serve_script(&project, &fake, &[alice, bob], QUESTION_SCRIPT).await;
     fake.user_says(alice, MAIN_CHANNEL, "tidy the project please");
     let asked = |w: &crate::discord_fake::World| {
         w.thread_named("Sam").is_some_and(|t| {

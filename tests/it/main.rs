@@ -12,6 +12,7 @@ mod claude_session;
 mod console;
 mod crash;
 mod discord;
+mod discord_burst;
 mod discord_fake;
 mod discord_fake_selftest;
 mod discord_resume;
