@@ -342,24 +342,28 @@ async fn watch_documents(
 ) {
     let cancel = tavern.cancel_token().clone();
     let mut settling: std::collections::BTreeSet<DocId> = std::collections::BTreeSet::new();
+    // When the oldest document now settling first changed; SETTLE_MAX counts from there.
     let mut oldest = tokio::time::Instant::now();
-    loop {
+    let changed = |settling: &mut std::collections::BTreeSet<DocId>,
+                   oldest: &mut tokio::time::Instant,
+                   id: DocId| {
         if settling.is_empty() {
-            oldest = tokio::time::Instant::now();
+            *oldest = tokio::time::Instant::now();
         }
+        settling.insert(id);
+    };
+    loop {
         let wait = SETTLE
             .min((oldest + SETTLE_MAX).saturating_duration_since(tokio::time::Instant::now()));
         tokio::select! {
             _ = cancel.cancelled() => break,
             change = watch.next() => match change {
-                Some(change) => {
-                    settling.insert(change.id);
-                }
+                Some(change) => changed(&mut settling, &mut oldest, change.id),
                 None => break,
             },
             edit = found_by_projector.recv() => {
                 if let Some(id) = edit {
-                    settling.insert(id);
+                    changed(&mut settling, &mut oldest, id);
                 }
             }
             // Quiet for SETTLE (or waiting SETTLE_MAX already): read every document that changed and

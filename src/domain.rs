@@ -15,7 +15,7 @@ pub mod state;
 mod tests;
 
 pub use decide::{decide, DecideEnv, Decision, DomainError};
-pub use intent::{input_summary, Actor, Answer, EditBase, Intent, ModesPatch, Summon};
+pub use intent::{input_summary, one_line, Actor, Answer, EditBase, Intent, ModesPatch, Summon};
 pub use outcome::{Activity, Message, MessageKind, NewAgent, Outcome, Party, PendingItem, Settled};
 pub use state::{AgentNode, OpenEntry, Pending, TavernState};
 

@@ -44,10 +44,13 @@ fn init_tracing() {
 }
 
 /// Resolves when Ctrl-C arrives. If Ctrl-C cannot be listened for, that is said, and this never
-/// resolves (the console still stops on /quit or end of input) rather than stopping Tavern at once.
+/// resolves (the console still stops on /quit or end of input, `serve` on SIGTERM) rather than
+/// stopping Tavern at once.
 async fn ctrl_c() {
     if let Err(e) = tokio::signal::ctrl_c().await {
-        tracing::warn!("cannot listen for Ctrl-C ({e}); stop Tavern with /quit or end of input");
+        tracing::warn!(
+            "cannot listen for Ctrl-C ({e}); stop Tavern with /quit or end of input in the console, or SIGTERM"
+        );
         std::future::pending::<()>().await;
     }
 }

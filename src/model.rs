@@ -133,23 +133,18 @@ impl KindModels {
 /// Builds and caches models by spec, so each script is read once and shared by the agents using it.
 ///
 /// The cache sits behind a std `Mutex` that is only held to look up or insert, never across an await.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Models {
     cache: Arc<Mutex<HashMap<ModelSpec, Arc<dyn Model>>>>,
-    max_retries: Option<u32>,
+    max_retries: u32,
 }
 
 impl Models {
-    /// An empty cache.
-    pub fn new() -> Models {
-        Models::default()
-    }
-
     /// An empty cache whose API backends retry failed calls this many times.
     pub fn with_retries(max_retries: u32) -> Models {
         Models {
-            max_retries: Some(max_retries),
-            ..Models::default()
+            cache: Arc::default(),
+            max_retries,
         }
     }
 
@@ -172,16 +167,12 @@ impl Models {
             )?),
             ModelSpec::Anthropic(model) => {
                 let mut config = anthropic::AnthropicConfig::from_env(model);
-                if let Some(retries) = self.max_retries {
-                    config.max_retries = retries;
-                }
+                config.max_retries = self.max_retries;
                 Arc::new(anthropic::AnthropicModel::new(config)?)
             }
             ModelSpec::OpenAi(model) => {
                 let mut config = openai::OpenAiConfig::from_env(model);
-                if let Some(retries) = self.max_retries {
-                    config.max_retries = retries;
-                }
+                config.max_retries = self.max_retries;
                 Arc::new(openai::OpenAiModel::new(config)?)
             }
             ModelSpec::ClaudeCode { .. } => {

@@ -20,8 +20,13 @@ fn defaults_resolve_to_a_usable_config() {
     assert_eq!(config.max_concurrent_calls, 10);
     assert_eq!(config.verify_timeout, Duration::from_secs(30));
     // The test environment has no Anthropic key, so nothing is configured.
-    if std::env::var_os("ANTHROPIC_API_KEY").is_none()
-        && std::env::var_os("ANTHROPIC_BASE_URL").is_none()
+    if [
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
+    ]
+    .iter()
+    .all(|v| std::env::var_os(v).is_none())
     {
         assert!(config.models.jake.is_none());
     }

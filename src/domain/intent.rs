@@ -6,6 +6,19 @@ use tavern_plugin_api::{
     AgentKind, BroadcastScope, Expert, Modes, QuestionClass, RestartStrategy, TaskMode,
 };
 
+/// `text` on one line (newlines become spaces), cut to at most `max` characters with an ellipsis.
+pub fn one_line(text: &str, max: usize) -> String {
+    let line = text.trim().replace('\n', " ");
+    if line.chars().count() > max {
+        format!(
+            "{}…",
+            line.chars().take(max.saturating_sub(1)).collect::<String>()
+        )
+    } else {
+        line
+    }
+}
+
 /// Who asked for an intent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -293,14 +306,7 @@ impl Intent {
 
     /// A one-line human summary, for `/log`.
     pub fn summary(&self) -> String {
-        fn clip(s: &str) -> String {
-            let one_line = s.replace('\n', " ");
-            if one_line.chars().count() > 60 {
-                format!("{}…", one_line.chars().take(59).collect::<String>())
-            } else {
-                one_line
-            }
-        }
+        let clip = |s: &str| one_line(s, 60);
         match self {
             Intent::OpenTavern { theme } => format!("open tavern (theme {theme})"),
             Intent::Summon(s) => {

@@ -497,14 +497,7 @@ struct CliTurn {
     calls: Vec<ToolCall>,
 }
 
-fn clip(text: &str, max: usize) -> String {
-    let one_line = text.trim().replace('\n', " ");
-    if one_line.chars().count() > max {
-        format!("{}…", one_line.chars().take(max - 1).collect::<String>())
-    } else {
-        one_line
-    }
-}
+use crate::domain::one_line as clip;
 
 fn exit_code(exit: &ExitInfo) -> String {
     exit.code
