@@ -310,11 +310,14 @@ impl Config {
             "supervisor.restart_window_secs",
         )?;
         let output_limit = positive(raw.verify.output_limit, "verify.output_limit")?;
-        let max_restarts =
-            u32::try_from(raw.supervisor.max_restarts).map_err(|_| ConfigError::Invalid {
+        let limit = crate::domain::state::MAX_RESTART_LIMIT;
+        let max_restarts = u32::try_from(raw.supervisor.max_restarts)
+            .ok()
+            .filter(|n| *n <= limit)
+            .ok_or_else(|| ConfigError::Invalid {
                 key: "supervisor.max_restarts",
                 message: format!(
-                    "is {}; it must be zero or more",
+                    "is {}; it must be from 0 to {limit}",
                     raw.supervisor.max_restarts
                 ),
             })?;

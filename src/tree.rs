@@ -85,17 +85,6 @@ pub fn wants_turn(state: &TavernState, agent: &str, models: &KindModels) -> bool
     })
 }
 
-/// The open (interrupted or running) turn of an agent, if any.
-fn open_turn(state: &TavernState, agent: &str) -> Option<Seq> {
-    state
-        .open
-        .iter()
-        .find_map(|(seq, open)| match &open.intent {
-            Intent::TakeTurn { agent: a } if a.eq_ignore_ascii_case(agent) => Some(*seq),
-            _ => None,
-        })
-}
-
 fn mentions(event: &Event, agent: &str) -> bool {
     event.outcomes.iter().any(|o| match o {
         Outcome::MessagePosted(m) => {
@@ -111,7 +100,7 @@ fn mentions(event: &Event, agent: &str) -> bool {
 /// Ends an agent's task. A turn left open because its agent died will never resume, so it is recorded
 /// as cancelled; a turn left open by shutdown or a restart stays open for the next task to resume.
 async fn stopped(tavern: &Tavern, agent: &str) -> AgentExit {
-    if let Some(seq) = tavern.read_head(|s| open_turn(s, agent)) {
+    if let Some(seq) = tavern.read_head(|s| s.open_turn(agent)) {
         close_abandoned_turn(tavern, agent, seq).await;
     }
     AgentExit::Stopped
@@ -163,30 +152,23 @@ async fn agent_loop(
     stop: &CancellationToken,
     runtime: &mut AgentRuntime,
 ) -> AgentExit {
-    let (tavern, models, sidecar, stop) = (
-        tavern.clone(),
-        models.clone(),
-        sidecar.clone(),
-        stop.clone(),
-    );
-    let agent = agent.to_string();
     let mut events = tavern.subscribe();
     // Bounded: each iteration either takes a turn (which consumes input) or waits for an event.
     loop {
         if stop.is_cancelled() {
-            return stopped(&tavern, &agent).await;
+            return stopped(tavern, agent).await;
         }
-        if let Some(seq) = tavern.read_head(|s| open_turn(s, &agent)) {
-            match run_turn(&tavern, &models, &sidecar, &agent, seq, &stop, runtime).await {
+        if let Some(seq) = tavern.read_head(|s| s.open_turn(agent)) {
+            match run_turn(tavern, models, sidecar, agent, seq, stop, runtime).await {
                 TurnEnd::Completed => continue,
-                TurnEnd::Cancelled => return stopped(&tavern, &agent).await,
+                TurnEnd::Cancelled => return stopped(tavern, agent).await,
                 TurnEnd::Failed(error) => return AgentExit::Failed(error),
             }
         }
         let (dead, wants) = tavern.read_head(|s| {
             (
-                s.agent(&agent).is_none_or(|n| n.state.is_dead()),
-                wants_turn(s, &agent, &tavern.settings().models),
+                s.agent(agent).is_none_or(|n| n.state.is_dead()),
+                wants_turn(s, agent, &tavern.settings().models),
             )
         });
         if dead {
@@ -195,9 +177,9 @@ async fn agent_loop(
         if wants {
             match tavern
                 .submit(
-                    Actor::Agent(agent.clone()),
+                    Actor::Agent(agent.to_string()),
                     Intent::TakeTurn {
-                        agent: agent.clone(),
+                        agent: agent.to_string(),
                     },
                     None,
                 )
@@ -214,9 +196,9 @@ async fn agent_loop(
         // Wait for something that concerns this agent.
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return stopped(&tavern, &agent).await,
+                _ = stop.cancelled() => return stopped(tavern, agent).await,
                 event = events.recv() => match event {
-                    Ok(event) if mentions(&event, &agent) => break,
+                    Ok(event) if mentions(&event, agent) => break,
                     Ok(_) => continue,
                     Err(RecvError::Lagged(_)) => break,
                     Err(RecvError::Closed) => return AgentExit::Stopped,

@@ -42,7 +42,9 @@ pub async fn run(tavern: &Tavern, seq: Seq, agent: &str) -> Result<(), ExecError
         .unwrap_or_default();
     let settings = tavern.settings().clone();
     let mut checks = Vec::with_capacity(commitments.len());
-    for commitment in &commitments {
+    // A commitment a person rejected is not run: they refused it, perhaps because running it is slow
+    // or harmful.
+    for (index, commitment) in commitments.iter().enumerate().filter(|(_, c)| c.counts()) {
         // An agent reaped mid-verification needs no more checks; the verdict records it as cancelled.
         if tavern.read_head(|s| {
             s.agent(agent)
@@ -82,7 +84,7 @@ pub async fn run(tavern: &Tavern, seq: Seq, agent: &str) -> Result<(), ExecError
                 duration_ms: 0,
             },
         };
-        checks.push(check);
+        checks.push((index, check));
     }
     let agent = agent.to_string();
     tavern

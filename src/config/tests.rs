@@ -69,6 +69,8 @@ fn errors_name_the_key() {
             "[supervisor]\nmax_restarts = -2\n",
             "supervisor.max_restarts",
         ),
+        // More than an agent remembers would never reap anyone.
+        ("[supervisor]\nmax_restarts = 65\n", "must be from 0 to 64"),
         ("[model]\nunknown_key = 1\n", "unknown_key"),
         ("[nonsense]\nx = 1\n", "nonsense"),
         ("[model\n", "tavern.toml"),

@@ -347,11 +347,7 @@ pub fn decide(
                     "only people interrupt agents".into(),
                 ));
             };
-            let turn = state.open.iter().find_map(|(seq, open)| {
-                matches!(&open.intent, Intent::TakeTurn { agent: a } if a.eq_ignore_ascii_case(&node.name))
-                    .then_some(*seq)
-            });
-            let Some(turn) = turn else {
+            let Some(turn) = state.open_turn(&node.name) else {
                 return Err(DomainError::NotAllowed(format!(
                     "{} is not taking a turn now, so there is nothing to interrupt",
                     node.name
@@ -719,21 +715,21 @@ fn add_commitment(
     Ok(Decision::done(outcomes))
 }
 
-/// What a person's review of a proposed commitment does to an agent that already signalled done: with
-/// its checks finished, it is Done once every commitment that counts is satisfied, and back at work
-/// when none counts any more.
+/// What a person's word on one commitment (an approval, a rejection, a sign-off; `change` applies it)
+/// does to an agent that already signalled done: with its checks finished, it is Done once every
+/// commitment that counts is satisfied, and back at work when none counts any more.
 fn after_review(
     state: &TavernState,
     node: &AgentNode,
     index: usize,
-    approval: Approval,
+    change: impl FnOnce(&mut Commitment),
     env: &mut DecideEnv<'_>,
 ) -> Result<Vec<Outcome>> {
     if node.state != AgentState::Verifying || state.verification_running(&node.name) {
         return Ok(Vec::new());
     }
     let mut after = node.commitments.clone();
-    after[index].approval = approval;
+    change(&mut after[index]);
     let counted: Vec<&Commitment> = after.iter().filter(|c| c.counts()).collect();
     if counted.is_empty() {
         return Ok(vec![transition(
@@ -782,18 +778,14 @@ fn approve(
         index,
         by: user.clone(),
     }];
-    if node.state == AgentState::Verifying && !state.verification_running(&node.name) {
-        // The last missing sign-off of an agent whose checks already passed completes it.
-        let mut after = node.commitments.clone();
-        after[index].signed_off_by = Some(user.clone());
-        if after
-            .iter()
-            .filter(|c| c.counts())
-            .all(Commitment::satisfied)
-        {
-            outcomes.extend(complete(state, node, env)?);
-        }
-    }
+    // The last missing sign-off of an agent whose checks already passed completes it.
+    outcomes.extend(after_review(
+        state,
+        node,
+        index,
+        |c| c.signed_off_by = Some(user.clone()),
+        env,
+    )?);
     Ok(Decision::done(outcomes))
 }
 
@@ -1135,7 +1127,7 @@ fn answer_pending(
                     approval: approval.clone(),
                 },
             ];
-            outcomes.extend(after_review(state, node, *index, approval, env)?);
+            outcomes.extend(after_review(state, node, *index, |c| c.approval = approval, env)?);
             outcomes
         }
         (
@@ -1178,7 +1170,7 @@ fn answer_pending(
                     ),
                 ),
             ];
-            outcomes.extend(after_review(state, node, *index, approval, env)?);
+            outcomes.extend(after_review(state, node, *index, |c| c.approval = approval, env)?);
             outcomes
         }
         (PendingItem::Commitment { .. }, _) => {
@@ -1310,16 +1302,15 @@ pub fn fail_turn(
 pub fn verification_verdict(
     state: &TavernState,
     agent: &str,
-    checks: Vec<CheckSummary>,
+    checks: Vec<(usize, CheckSummary)>,
     env: &mut DecideEnv<'_>,
 ) -> Option<Vec<Outcome>> {
     let node = state.agent(agent)?;
     let mut outcomes: Vec<Outcome> = checks
         .iter()
-        .enumerate()
         .map(|(index, check)| Outcome::CommitmentChecked {
             agent: node.name.clone(),
-            index,
+            index: *index,
             check: check.clone(),
         })
         .collect();
@@ -1329,8 +1320,8 @@ pub fn verification_verdict(
     // A rejected commitment neither blocks nor completes anything.
     let failures: Vec<(usize, &CheckSummary)> = checks
         .iter()
-        .enumerate()
         .filter(|(i, c)| !c.passed && node.commitments.get(*i).is_some_and(Commitment::counts))
+        .map(|(i, c)| (*i, c))
         .collect();
     if !node.commitments.iter().any(Commitment::counts) || !failures.is_empty() {
         let report = gap_report(node, &failures);

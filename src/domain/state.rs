@@ -66,8 +66,6 @@ pub struct AgentNode {
     pub conversation: Vec<usize>,
     /// How many model replies it has had.
     pub turns: u32,
-    /// How many times its task has been restarted.
-    pub restarts: u32,
     /// When its most recent restarts happened (the restart limit counts those within a window).
     pub restart_times: Vec<Millis>,
     /// Tokens (and cost, where known) its model calls used, in total.
@@ -113,7 +111,6 @@ impl AgentNode {
             read_upto: 0,
             conversation: Vec::new(),
             turns: 0,
-            restarts: 0,
             restart_times: Vec::new(),
             usage: Usage::default(),
             session: None,
@@ -171,6 +168,9 @@ pub struct OpenEntry {
     /// Everything recorded for it so far.
     pub outcomes: Vec<Outcome>,
 }
+
+/// The highest `supervisor.max_restarts` Tavern accepts: an agent remembers this many recent restarts.
+pub const MAX_RESTART_LIMIT: u32 = 64;
 
 /// Everything Tavern knows, as folded from the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -298,6 +298,16 @@ impl TavernState {
             node.inbox[node.read_upto.min(node.inbox.len())..]
                 .iter()
                 .any(|&i| self.messages[i].kind != MessageKind::Presence)
+        })
+    }
+
+    /// The open (running, or interrupted by a crash) turn of `agent`, if any.
+    pub fn open_turn(&self, agent: &str) -> Option<Seq> {
+        self.open.iter().find_map(|(seq, open)| match &open.intent {
+            crate::domain::Intent::TakeTurn { agent: a } if a.eq_ignore_ascii_case(agent) => {
+                Some(*seq)
+            }
+            _ => None,
         })
     }
 
@@ -570,10 +580,10 @@ impl TavernState {
             | Outcome::Activity { .. } => {}
             Outcome::TaskRestarted { agent, .. } => {
                 if let Some(node) = self.agent_mut(agent) {
-                    node.restarts += 1;
                     node.restart_times.push(ts);
-                    // Only recent restarts matter to the limit; keep the list short.
-                    if node.restart_times.len() > 64 {
+                    // Only recent restarts matter to the limit; keep the list short (the limit is at
+                    // most `MAX_RESTART_LIMIT`, so this never forgets one that counts).
+                    if node.restart_times.len() > MAX_RESTART_LIMIT as usize {
                         node.restart_times.remove(0);
                     }
                 }

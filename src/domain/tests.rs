@@ -14,6 +14,8 @@ struct Scenario {
     ids: u64,
     /// `verify.approve_own_commitments`; off unless a test is about proposals.
     approve_own: bool,
+    /// Milliseconds the clock has been moved on (see [`Scenario::wait`]).
+    elapsed: u64,
 }
 
 fn alice() -> Actor {
@@ -28,6 +30,7 @@ impl Scenario {
             seq: 0,
             ids: 0,
             approve_own: false,
+            elapsed: 0,
         };
         s.ok(
             Actor::Tavern,
@@ -45,7 +48,7 @@ impl Scenario {
             format!("id-{ids}")
         };
         let mut env = DecideEnv {
-            now: 1_000 + self.seq,
+            now: 1_000 + self.elapsed + self.seq,
             new_id: &mut new_id,
             models: &Default::default(),
             claude_cli_missing: None,
@@ -67,13 +70,18 @@ impl Scenario {
             branch: "main".into(),
             parent: None,
             cause: None,
-            ts: 1_000 + self.seq,
+            ts: 1_000 + self.elapsed + self.seq,
             actor,
             intent,
             status,
             outcomes,
             error: None,
         }));
+    }
+
+    /// Moves the clock on by `ms`.
+    fn wait(&mut self, ms: u64) {
+        self.elapsed += ms;
     }
 
     /// Decides and applies an intent that must succeed; returns its outcomes.
@@ -137,14 +145,27 @@ impl Scenario {
 
     /// Verification's second half, as the executor records it.
     fn verdict(&mut self, agent: &str, passed: &[bool]) -> Vec<Outcome> {
+        // As `verification::run` does, a rejected commitment is not run.
+        let counts: Vec<bool> = self
+            .state
+            .agent(agent)
+            .map(|n| n.commitments.iter().map(|c| c.counts()).collect())
+            .unwrap_or_default();
         let checks = passed
             .iter()
-            .map(|p| CheckSummary {
-                passed: *p,
-                exit_code: Some(if *p { 0 } else { 1 }),
-                timed_out: false,
-                output_tail: if *p { String::new() } else { "nope\n".into() },
-                duration_ms: 1,
+            .enumerate()
+            .filter(|(i, _)| counts.get(*i).copied().unwrap_or(true))
+            .map(|(i, p)| {
+                (
+                    i,
+                    CheckSummary {
+                        passed: *p,
+                        exit_code: Some(if *p { 0 } else { 1 }),
+                        timed_out: false,
+                        output_tail: if *p { String::new() } else { "nope\n".into() },
+                        duration_ms: 1,
+                    },
+                )
             })
             .collect();
         let mut ids = self.ids;
@@ -722,6 +743,39 @@ fn restarts_are_limited_then_the_agent_is_reaped() {
 }
 
 #[test]
+fn only_restarts_within_the_window_count_and_jake_is_never_reaped() {
+    let mut s = Scenario::given();
+    let frodo = s.summon(alice(), "Jake", "a");
+    let restart = |s: &mut Scenario, agent: &str| {
+        s.ok(
+            Actor::Tavern,
+            Intent::RestartAgent {
+                agent: agent.into(),
+                reason: "model down".into(),
+            },
+        )
+    };
+    restart(&mut s, &frodo);
+    restart(&mut s, &frodo);
+    // The window is 60 s: an hour later, those two no longer count.
+    s.wait(3_600_000);
+    let outcomes = restart(&mut s, &frodo);
+    assert_eq!(
+        outcomes,
+        vec![Outcome::TaskRestarted {
+            agent: frodo.clone(),
+            attempt: 1
+        }]
+    );
+    assert_eq!(s.state_of(&frodo), AgentState::Working);
+    // Jake past the limit is restarted again, never reaped.
+    for _ in 0..5 {
+        restart(&mut s, "Jake");
+    }
+    assert!(!s.state_of("Jake").is_dead());
+}
+
+#[test]
 fn a_turns_reply_goes_to_the_requester() {
     let mut s = Scenario::given();
     let frodo = s.summon(alice(), "Jake", "a");
@@ -1041,6 +1095,15 @@ fn a_rejected_proposal_no_longer_counts_and_the_agent_is_told() {
             agent: frodo.clone(),
         },
     );
-    s.verdict(&frodo, &[false, true]);
+    let outcomes = s.verdict(&frodo, &[false, true]);
     assert_eq!(s.state_of(&frodo), AgentState::Done);
+    // Only the commitment that counts was checked.
+    let checked: Vec<usize> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::CommitmentChecked { index, .. } => Some(*index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checked, [1]);
 }

@@ -412,6 +412,14 @@ async fn proposed_commitments_are_approved_or_rejected_by_reaction_and_only_asse
         "Frodo did not end Done with #2 struck out: {:?}",
         fake.with_world(texts)
     );
+    // The rejected assertion ran in the first verification only, never after it was rejected.
+    assert_eq!(
+        fake.with_world(texts)
+            .iter()
+            .filter(|t| t.contains("Commitment #2 passed"))
+            .count(),
+        1
+    );
     stop(bot).await;
     // Mallory's reaction never became an intent.
     let log = std::fs::read_to_string(project.tavern().join("log/main.jsonl")).unwrap();
