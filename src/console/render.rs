@@ -143,7 +143,9 @@ pub fn event_lines(state: &TavernState, event: &Event, me: &str) -> Vec<String> 
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default()
             )),
-            Outcome::CommitmentAdded { agent, commitment } => lines.push(format!(
+            Outcome::CommitmentAdded {
+                agent, commitment, ..
+            } => lines.push(format!(
                 "+ {agent} commits: {} -- {}{}",
                 commitment.description,
                 commitment.assertion,

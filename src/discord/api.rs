@@ -45,7 +45,16 @@ fn api_error(error: serenity::Error) -> ApiError {
     match status_of(&error) {
         Some(status) => ApiError::from_status(status, describe(&error)),
         // No answer at all (a connection failure, a timeout): worth another try.
-        None => ApiError::Transport(describe(&error)),
+        None if matches!(
+            error,
+            serenity::Error::Http(serenity::HttpError::Request(_)) | serenity::Error::Io(_)
+        ) =>
+        {
+            ApiError::Transport(describe(&error))
+        }
+        // Anything else (a reply serenity could not decode, a body it refused to build) would fail
+        // the same way again, and retrying a send whose reply was unreadable would post it twice.
+        None => ApiError::Other(describe(&error)),
     }
 }
 
@@ -125,5 +134,24 @@ impl DiscordApi for SerenityApi {
             .broadcast_typing(&*self.http)
             .await
             .map_err(api_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_without_an_answer_are_retried_as_transport_failures() {
+        let io = serenity::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        ));
+        assert!(matches!(api_error(io), ApiError::Transport(_)));
+        // A reply serenity could not read: the request may well have worked, so it is not sent again.
+        let json = serenity::Error::Json(serde_json::from_str::<u8>("x").unwrap_err());
+        let error = api_error(json);
+        assert!(matches!(error, ApiError::Other(_)), "{error:?}");
+        assert!(!error.is_retryable());
     }
 }

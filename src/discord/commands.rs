@@ -24,10 +24,10 @@ async fn check_allowed(ctx: Context<'_>) -> Result<bool, Error> {
         return Ok(false);
     }
     let user = ctx.author().id.get();
-    let roles: Vec<u64> = ctx
+    let roles = ctx
         .author_member()
         .await
-        .map(|m| m.roles.iter().map(|r| r.get()).collect())
+        .map(|m| super::inbound::role_ids(&m.roles))
         .unwrap_or_default();
     if may_talk_to_jake(&ctx.data().config, user, &roles) {
         return Ok(true);
@@ -206,11 +206,7 @@ async fn mode(
 }
 
 fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(max - 1).collect::<String>())
-    }
+    super::outbound::truncate(text.to_string(), max)
 }
 
 /// The poise framework: the commands, registered in the configured guild at the first READY, and the

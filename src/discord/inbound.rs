@@ -38,6 +38,11 @@ pub fn is_approver(config: &DiscordConfig, user: u64, roles: &[u64]) -> bool {
     listed(user, roles, &config.approvers, &config.approver_roles)
 }
 
+/// The ids of a member's roles.
+pub fn role_ids(roles: &[serenity::RoleId]) -> Vec<u64> {
+    roles.iter().map(|r| r.get()).collect()
+}
+
 /// A person's name as Tavern records it: their Discord user id, which is also how they are mentioned.
 pub fn person(user: u64) -> String {
     user.to_string()
@@ -58,10 +63,10 @@ pub async fn message(surface: &Surface, bot: u64, msg: &serenity::Message) {
     if msg.guild_id.map(|g| g.get()) != Some(surface.config.guild_id) {
         return;
     }
-    let roles: Vec<u64> = msg
+    let roles = msg
         .member
         .as_ref()
-        .map(|m| m.roles.iter().map(|r| r.get()).collect())
+        .map(|m| role_ids(&m.roles))
         .unwrap_or_default();
     handle_message(surface, bot, msg, &roles).await;
 }
@@ -91,6 +96,8 @@ pub async fn catch_up(surface: &Surface, http: &serenity::Http, bot: u64) {
     let guild = serenity::GuildId::new(surface.config.guild_id);
     let needs_roles =
         !(surface.config.allowed_roles.is_empty() && surface.config.agent_roles.is_empty());
+    // Each author's roles, looked up once per catch-up.
+    let mut roles_of: std::collections::HashMap<u64, Vec<u64>> = std::collections::HashMap::new();
     for channel in channels {
         let mut after = newest;
         for _ in 0..CATCH_UP_PAGES {
@@ -112,20 +119,24 @@ pub async fn catch_up(surface: &Surface, http: &serenity::Http, bot: u64) {
             page.sort_by_key(|m| m.id);
             for msg in &page {
                 // Messages read over REST carry no member, so roles are looked up when they matter.
-                let roles = if needs_roles && !msg.author.bot {
+                let author = msg.author.id.get();
+                if needs_roles && !msg.author.bot && !roles_of.contains_key(&author) {
                     match guild.member(http, msg.author.id).await {
-                        Ok(member) => member.roles.iter().map(|r| r.get()).collect(),
+                        Ok(member) => {
+                            roles_of.insert(author, role_ids(&member.roles));
+                        }
                         Err(e) => {
-                            tracing::warn!(
-                                "could not read the roles of Discord user {}: {e}",
-                                msg.author.id
+                            // Refusing an allowed person for want of their roles would be wrong;
+                            // their message stays unread, and says so in the log.
+                            tracing::error!(
+                                "could not read the roles of Discord user {author}, so their message {} was not caught up: {e}",
+                                msg.id
                             );
-                            Vec::new()
+                            continue;
                         }
                     }
-                } else {
-                    Vec::new()
-                };
+                }
+                let roles = roles_of.get(&author).cloned().unwrap_or_default();
                 handle_message(surface, bot, msg, &roles).await;
             }
             match page.last() {
@@ -139,16 +150,6 @@ pub async fn catch_up(surface: &Surface, http: &serenity::Http, bot: u64) {
 /// Handles a message in the configured guild, from a person with `roles`.
 async fn handle_message(surface: &Surface, bot: u64, msg: &serenity::Message, roles: &[u64]) {
     if msg.author.bot || msg.author.id.get() == bot {
-        return;
-    }
-    if surface
-        .tavern
-        .read(|s| s.has_origin(&message_origin(msg.id.get())))
-    {
-        tracing::debug!(
-            "message {} was delivered again; it is already recorded",
-            msg.id
-        );
         return;
     }
     let user = msg.author.id.get();
@@ -239,21 +240,25 @@ pub async fn reaction(surface: &Surface, bot: u64, reaction: &serenity::Reaction
         serenity::ReactionType::Unicode(e) => e.clone(),
         _ => return,
     };
-    let roles: Vec<u64> = reaction
+    let roles = reaction
         .member
         .as_ref()
-        .map(|m| m.roles.iter().map(|r| r.get()).collect())
+        .map(|m| role_ids(&m.roles))
         .unwrap_or_default();
     let config = &surface.config;
     let approver = is_approver(config, user, &roles);
-    match link {
-        Link::Approval { id, agent } => {
-            let requester = surface
-                .tavern
-                .read(|s| s.agent(&agent).and_then(|n| n.requester.clone()));
-            let entitled = approver || requester.as_deref() == Some(person(user).as_str());
-            if !entitled {
-                tracing::info!("ignored {emoji} on approval #{id} from Discord user {user}: not the requester or an approver");
+    let agent = match &link {
+        Link::Approval { agent, .. } | Link::Commitment { agent, .. } => agent,
+    };
+    let is_requester = surface.tavern.read(|s| {
+        s.agent(agent)
+            .and_then(|n| n.requester.as_deref())
+            .is_some_and(|r| r == person(user))
+    });
+    let intent = match link {
+        Link::Approval { id, .. } => {
+            if !(approver || is_requester) {
+                tracing::info!("ignored {emoji} on #{id} from Discord user {user}: not the requester or an approver");
                 return;
             }
             let answer = match emoji.as_str() {
@@ -264,17 +269,12 @@ pub async fn reaction(surface: &Surface, bot: u64, reaction: &serenity::Reaction
                 }
                 _ => return,
             };
-            let origin = reaction_origin(reaction, user, &emoji);
-            submit(surface, user, Intent::Answer { id, answer }, origin).await;
+            Intent::Answer { id, answer }
         }
         Link::Commitment { agent, number } => {
             if emoji != ALLOW {
                 return;
             }
-            let requester = surface
-                .tavern
-                .read(|s| s.agent(&agent).and_then(|n| n.requester.clone()));
-            let is_requester = requester.as_deref() == Some(person(user).as_str());
             let entitled = if config.signoff_by_other {
                 approver && !is_requester
             } else {
@@ -284,18 +284,22 @@ pub async fn reaction(surface: &Surface, bot: u64, reaction: &serenity::Reaction
                 tracing::info!("ignored a sign-off of {agent} #{number} from Discord user {user}: not entitled");
                 return;
             }
-            let origin = reaction_origin(reaction, user, &emoji);
-            submit(
-                surface,
-                user,
-                Intent::Approve {
-                    agent,
-                    commitment: number,
-                },
-                origin,
-            )
-            .await;
+            Intent::Approve {
+                agent,
+                commitment: number,
+            }
         }
+    };
+    // Someone entitled whose answer Tavern refuses (it was settled already, the agent is gone) is told
+    // where they reacted.
+    let origin = reaction_origin(reaction, user, &emoji);
+    if let Some(refusal) = submit(surface, user, intent, origin).await {
+        surface.outbound.post(
+            reaction.channel_id.get(),
+            super::outbound::OutMessage::text(format!(
+                "⚠️ <@{user}>'s {emoji} was not passed on: {refusal}"
+            )),
+        );
     }
 }
 

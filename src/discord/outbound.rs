@@ -110,7 +110,7 @@ const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Below this many channel entries the map is never swept for idle channels.
 const SWEEP_MIN: usize = 64;
 
-/// What Discord can be asked to do: implemented over serenity's `Http` in `src/discord.rs`, and by a
+/// What Discord can be asked to do: implemented over serenity's `Http` in `src/discord/api.rs`, and by a
 /// recording fake in this module's tests. Every call is one REST request; Tavern's [`Outbound`] decides
 /// when to make it and whether to try again, so an implementation neither waits nor retries.
 #[async_trait]
@@ -247,8 +247,7 @@ impl ApiError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ApiError::RateLimited { .. } | ApiError::Server(_) | ApiError::Transport(_) => true,
-            ApiError::Client { status, .. } => *status == 429,
-            ApiError::Other(_) | ApiError::Stopped => false,
+            ApiError::Client { .. } | ApiError::Other(_) | ApiError::Stopped => false,
         }
     }
 
@@ -1240,7 +1239,7 @@ pub fn thread_name(name: &str) -> String {
 }
 
 /// `text` cut to at most `limit` characters, ending in `…` when cut.
-fn truncate(text: String, limit: usize) -> String {
+pub(crate) fn truncate(text: String, limit: usize) -> String {
     if text.chars().count() <= limit {
         return text;
     }

@@ -95,6 +95,7 @@ impl Projector {
                 self.open_thread(&node.name).await;
             }
         }
+        self.offer_waiting(false).await;
         // Bounded by Tavern's events: each iteration handles one, and the loop ends with Tavern.
         loop {
             let event = tokio::select! {
@@ -105,8 +106,10 @@ impl Projector {
                 Ok(event) => self.show(&event).await,
                 Err(RecvError::Lagged(missed)) => {
                     // Only a projector far behind a burst lags; what it missed stays in the log and the
-                    // documents, and the headers catch up with the next change.
+                    // documents, and the headers catch up with the next change. What waits for a
+                    // person is offered again, so nothing is left unanswerable.
                     tracing::warn!("the Discord projector missed {missed} events");
+                    self.offer_waiting(true).await;
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -140,7 +143,16 @@ impl Projector {
         {
             Ok(thread) => thread,
             Err(e) => {
+                // Without a thread the agent's work has nowhere to show: say so where people look.
                 tracing::error!("could not open a Discord thread for {agent}: {e}");
+                self.post(
+                    self.main(),
+                    format!(
+                        "⚠️ Could not open a thread for {agent} ({e}), so its work and questions do not show here; \
+                         /agents and /log still see it. Give the bot Create Public Threads in this channel and \
+                         restart it to open the thread."
+                    ),
+                );
                 return;
             }
         };
@@ -195,7 +207,12 @@ impl Projector {
         }
         for outcome in &event.outcomes {
             match outcome {
-                Outcome::AgentSummoned(new) if new.kind != AgentKind::Jake => {
+                // At start-up, `run` may already have opened the thread of an agent whose summon is
+                // among the events buffered before it.
+                Outcome::AgentSummoned(new)
+                    if new.kind != AgentKind::Jake
+                        && !self.threads.contains_key(&new.name.to_lowercase()) =>
+                {
                     self.open_thread(&new.name).await;
                 }
                 Outcome::MessagePosted(message) => self.show_message(message),
@@ -222,17 +239,18 @@ impl Projector {
                         }
                     }
                 }
-                Outcome::CommitmentAdded { agent, commitment } => {
+                Outcome::CommitmentAdded {
+                    agent,
+                    index,
+                    commitment,
+                } => {
                     self.refresh_header(agent);
                     // A proposal is posted with its pending item (below), where ✅ and ❌ answer it.
                     if commitment.awaits_approval() {
                         continue;
                     }
                     if let Some(thread) = self.channel_of(agent) {
-                        let number = self
-                            .surface
-                            .tavern
-                            .read(|s| s.agent(agent).map_or(0, |n| n.commitments.len()));
+                        let number = index + 1;
                         let content = format!(
                             "📋 Commitment #{number}: {} — `{}`",
                             commitment.description, commitment.assertion
@@ -292,45 +310,14 @@ impl Projector {
                             assertion,
                         },
                 } => {
-                    if let Some(thread) = self.channel_of(agent) {
-                        let content = format!(
-                            "📋 **{agent} proposes commitment #{}:** {description} — `{assertion}`\nReact {ALLOW} to accept it as part of done, {DENY} to reject it.",
-                            index + 1
-                        );
-                        self.post_linked(
-                            thread,
-                            content,
-                            vec![ALLOW.to_string(), DENY.to_string()],
-                            Link::Approval {
-                                id: *id,
-                                agent: agent.clone(),
-                            },
-                        )
+                    self.offer_proposal(*id, agent, *index, description, assertion)
                         .await;
-                    }
                 }
                 Outcome::PendingOpened {
                     id,
                     agent,
                     item: PendingItem::Approval { tool, input },
-                } => {
-                    if let Some(thread) = self.channel_of(agent) {
-                        let content = format!(
-                            "🔐 **{agent} wants to use {tool}:** `{}`\nReact {ALLOW} to allow, {DENY} to deny, {ALWAYS} to always allow calls like it.",
-                            input_summary(input)
-                        );
-                        self.post_linked(
-                            thread,
-                            content,
-                            vec![ALLOW.to_string(), DENY.to_string(), ALWAYS.to_string()],
-                            Link::Approval {
-                                id: *id,
-                                agent: agent.clone(),
-                            },
-                        )
-                        .await;
-                    }
-                }
+                } => self.offer_approval(*id, agent, tool, input).await,
                 Outcome::PendingSettled { id, by, settled } => {
                     let pending = self.surface.tavern.read(|s| s.pending.get(id).cloned());
                     let Some(pending) = pending else { continue };
@@ -363,6 +350,105 @@ impl Projector {
                 | Outcome::CommitmentSignedOff { agent, .. }
                 | Outcome::CommitmentReviewed { agent, .. } => self.refresh_header(agent),
                 _ => {}
+            }
+        }
+    }
+
+    /// Posts a proposed commitment, which ✅ accepts and ❌ rejects.
+    async fn offer_proposal(
+        &self,
+        id: u32,
+        agent: &str,
+        index: usize,
+        description: &str,
+        assertion: &str,
+    ) {
+        if let Some(thread) = self.channel_of(agent) {
+            let content = format!(
+                "📋 **{agent} proposes commitment #{}:** {description} — `{assertion}`\nReact {ALLOW} to accept it as part of done, {DENY} to reject it.",
+                index + 1
+            );
+            let link = Link::Approval {
+                id,
+                agent: agent.to_string(),
+            };
+            let choices = vec![ALLOW.to_string(), DENY.to_string()];
+            self.post_linked(thread, content, choices, link).await;
+        }
+    }
+
+    /// Posts a tool call waiting for approval, which ✅ allows, ❌ denies and ♾️ always allows.
+    async fn offer_approval(&self, id: u32, agent: &str, tool: &str, input: &serde_json::Value) {
+        if let Some(thread) = self.channel_of(agent) {
+            let content = format!(
+                "🔐 **{agent} wants to use {tool}:** `{}`\nReact {ALLOW} to allow, {DENY} to deny, {ALWAYS} to always allow calls like it.",
+                input_summary(input)
+            );
+            let link = Link::Approval {
+                id,
+                agent: agent.to_string(),
+            };
+            let choices = vec![ALLOW.to_string(), DENY.to_string(), ALWAYS.to_string()];
+            self.post_linked(thread, content, choices, link).await;
+        }
+    }
+
+    /// Offers again everything that waits for a reaction: proposed commitments, passed commitments
+    /// still needing a sign-off and (with `approvals`) tool approvals. The links from messages to what
+    /// they answer live in memory, so after a restart the old messages' reactions mean nothing, and
+    /// after a lag some were never posted. At start-up tool approvals are left out: the turn that asked
+    /// withdraws them when it resumes, and asks again.
+    async fn offer_waiting(&self, approvals: bool) {
+        let (pending, signoffs) = self.surface.tavern.read(|s| {
+            let pending: Vec<crate::domain::Pending> = s.open_pending().cloned().collect();
+            let signoffs: Vec<(String, usize, String, String)> = s
+                .agents_in_order()
+                .filter(|n| !n.state.is_dead())
+                .flat_map(|n| {
+                    n.commitments
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| {
+                            c.counts()
+                                && c.needs_signoff
+                                && c.signed_off_by.is_none()
+                                && c.last_check.as_ref().is_some_and(|k| k.passed)
+                        })
+                        .map(|(i, c)| {
+                            (
+                                n.name.clone(),
+                                i,
+                                c.description.clone(),
+                                c.assertion.clone(),
+                            )
+                        })
+                })
+                .collect();
+            (pending, signoffs)
+        });
+        for p in pending {
+            match &p.item {
+                PendingItem::Commitment {
+                    index,
+                    description,
+                    assertion,
+                } => {
+                    self.offer_proposal(p.id, &p.agent, *index, description, assertion)
+                        .await
+                }
+                PendingItem::Approval { tool, input } if approvals => {
+                    self.offer_approval(p.id, &p.agent, tool, input).await
+                }
+                PendingItem::Approval { .. } | PendingItem::Question { .. } => {}
+            }
+        }
+        for (agent, index, description, assertion) in signoffs {
+            if let Some(thread) = self.channel_of(&agent) {
+                let content = format!(
+                    "✅ Commitment #{} passed: {description} — `{assertion}`",
+                    index + 1
+                );
+                self.post_signoff(thread, &agent, index + 1, content).await;
             }
         }
     }

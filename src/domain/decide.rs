@@ -709,6 +709,7 @@ fn add_commitment(
         0,
         Outcome::CommitmentAdded {
             agent: node.name.clone(),
+            index: node.commitments.len(),
             commitment,
         },
     );

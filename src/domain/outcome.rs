@@ -219,10 +219,14 @@ pub enum Outcome {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    /// A commitment was added (its index is its position, 0-based).
+    /// A commitment was added at the end of the agent's list.
     CommitmentAdded {
         /// The agent.
         agent: String,
+        /// Its position, 0-based, for surfaces that show it later than it happened. (Logs written
+        /// before it was recorded read 0; the fold appends and never uses it.)
+        #[serde(default)]
+        index: usize,
         /// The commitment.
         commitment: Commitment,
     },

@@ -396,7 +396,9 @@ impl TavernState {
                     node.updated = ts;
                 }
             }
-            Outcome::CommitmentAdded { agent, commitment } => {
+            Outcome::CommitmentAdded {
+                agent, commitment, ..
+            } => {
                 if let Some(node) = self.agent_mut(agent) {
                     node.commitments.push(commitment.clone());
                     node.updated = ts;

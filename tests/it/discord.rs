@@ -434,6 +434,113 @@ async fn proposed_commitments_are_approved_or_rejected_by_reaction_and_only_asse
     fake.assert_no_unexpected();
 }
 
+/// Frodo proposes a commitment and waits.
+const PROPOSAL_SCRIPT: &str = r#"
+[[reply]]
+agent = "Frodo"
+text = "Here is what done means."
+tools = [{ commit = { description = "parser exists", assertion = "test -f parser.txt" } }]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_proposal_is_offered_again_and_a_late_reaction_is_answered() {
+    let project = Project::new();
+    let fake = FakeDiscord::start();
+    let alice = fake.add_user("alice");
+    let bot = serve_script(&project, &fake, &[alice], PROPOSAL_SCRIPT).await;
+    // A thread that cannot be opened is said in the main channel, with what to do.
+    fake.fail_next("POST", &format!("/channels/{MAIN_CHANNEL}/threads"), 403, 1);
+    fake.slash(
+        alice,
+        MAIN_CHANNEL,
+        "summon",
+        json!({"assignment": "Rest", "name": "Pippin"}),
+    );
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .messages(MAIN_CHANNEL)
+                .iter()
+                .any(|m| m.content.contains("Could not open a thread for Pippin")
+                    && m.content.contains("Create Public Threads")),
+            WAIT
+        )
+        .await,
+        "a failed thread was not reported: {:?}",
+        fake.messages(MAIN_CHANNEL)
+            .iter()
+            .map(|m| m.content.clone())
+            .collect::<Vec<_>>()
+    );
+    fake.slash(
+        alice,
+        MAIN_CHANNEL,
+        "summon",
+        json!({"assignment": "Build the parser", "name": "Frodo"}),
+    );
+    let proposals = |w: &crate::discord_fake::World| -> Vec<u64> {
+        w.thread_named("Frodo")
+            .map(|t| {
+                w.messages(t.id)
+                    .into_iter()
+                    .filter(|m| {
+                        m.content.contains("proposes commitment #1") && w.reactions(m.id).len() == 2
+                    })
+                    .map(|m| m.id)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        fake.wait_for_async(|w| proposals(w).len() == 1, WAIT).await,
+        "Frodo's proposal was not offered"
+    );
+    let before = fake.with_world(proposals)[0];
+    stop(bot).await;
+
+    // After the restart the proposal is offered again, since a reaction on the old message means nothing.
+    let bot = serve_script(&project, &fake, &[alice], PROPOSAL_SCRIPT).await;
+    assert!(
+        fake.wait_for_async(|w| proposals(w).len() == 2, WAIT).await,
+        "the proposal was not offered again after the restart"
+    );
+    let thread = fake.thread_named("Frodo").unwrap().id;
+    let again = fake.with_world(proposals)[1];
+    assert_ne!(again, before);
+    fake.react(alice, thread, again, "✅");
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .messages(thread)
+                .iter()
+                .any(|m| m.content.contains("approved commitment #1")),
+            WAIT
+        )
+        .await,
+        "the ✅ on the new offer did not approve the proposal"
+    );
+    // Changing one's mind afterwards is refused, and the refusal is said where the reaction was.
+    fake.react(alice, thread, again, "❌");
+    assert!(
+        fake.wait_for_async(
+            |w| w
+                .messages(thread)
+                .iter()
+                .any(|m| m.content.contains("❌ was not passed on")
+                    && m.content.contains("already settled")),
+            WAIT
+        )
+        .await,
+        "a refused reaction got no answer: {:?}",
+        fake.messages(thread)
+            .iter()
+            .map(|m| m.content.clone())
+            .collect::<Vec<_>>()
+    );
+    stop(bot).await;
+    fake.assert_no_unexpected();
+}
+
 /// Jake summons Frodo, Frodo summons Sam, and Sam asks a question; Sam's second turn takes the answer.
 const QUESTION_SCRIPT: &str = r#"
 [[reply]]
