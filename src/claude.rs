@@ -256,8 +256,8 @@ pub struct TurnResult {
     pub num_turns: u32,
 }
 
-/// How the process ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the process ended. The default is a process whose end nobody saw: no code, nothing on stderr.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExitInfo {
     /// The exit code; `None` when it was killed by a signal or its status could not be collected.
     pub code: Option<i32>,
@@ -684,21 +684,16 @@ impl CliSession {
         );
         self.kill.cancel();
         let deadline = Instant::now() + KILL_GRACE;
-        self.drain_until_exit(deadline)
-            .await
-            .unwrap_or_else(|| ExitInfo {
-                code: None,
-                stderr_tail: String::new(),
-            })
+        self.drain_until_exit(deadline).await.unwrap_or_default()
     }
 
     /// Discards events until the exit report, or `None` at `deadline` or when the events end without
     /// one. Bounded by the deadline.
-    async fn drain_until_exit(&mut self, deadline: Instant) -> Option<ExitInfo> {
+    pub(crate) async fn drain_until_exit(&mut self, deadline: Instant) -> Option<ExitInfo> {
         loop {
-            match timeout_at(deadline, self.events.recv()).await {
+            match timeout_at(deadline, self.next()).await {
                 Ok(Some(CliEvent::Exited(info))) => return Some(info),
-                Ok(Some(event)) => tracing::debug!(?event, "discarded at shutdown"),
+                Ok(Some(event)) => tracing::debug!(?event, "discarded while waiting for the exit"),
                 Ok(None) | Err(_) => return None,
             }
         }

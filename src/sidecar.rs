@@ -37,18 +37,31 @@ impl Sidecar {
         self.permits.available_permits()
     }
 
-    /// How many model calls have been made through this sidecar.
+    /// How many model calls have been made through this sidecar. A Claude Code CLI turn counts as one,
+    /// however many calls its process makes.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
 
     /// Waits for one of the cap's permits, for model I/O that runs elsewhere (a Claude Code CLI turn);
-    /// `None` if `stop` fires or Tavern shuts down first. The permit is returned when dropped.
+    /// `None` if `stop` fires or Tavern shuts down first. The permit is returned when dropped. A granted
+    /// permit counts as one model call: take it once per turn, and take it back with
+    /// [`Sidecar::permit_again`].
     pub async fn permit(
         &self,
         stop: &CancellationToken,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.permit_again(stop).await?;
         self.calls.fetch_add(1, Ordering::Relaxed);
+        Some(permit)
+    }
+
+    /// Like [`Sidecar::permit`], for a turn that gave its permit back while it waited (for a person's
+    /// answer) and goes on now: it is the same model call, so it is not counted again.
+    pub async fn permit_again(
+        &self,
+        stop: &CancellationToken,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
         tokio::select! {
             _ = self.cancel.cancelled() => None,
             _ = stop.cancelled() => None,
@@ -171,6 +184,22 @@ mod tests {
         }
         assert_eq!(finished, 10);
         assert_eq!(gate.peak.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_cli_turn_counts_as_one_call_however_often_it_takes_its_permit_back() {
+        let sidecar = Sidecar::new(1, TaskTracker::new(), CancellationToken::new());
+        let stop = CancellationToken::new();
+        let first = sidecar.permit(&stop).await.expect("a permit is free");
+        drop(first);
+        let again = sidecar.permit_again(&stop).await.expect("a permit is free");
+        assert_eq!(sidecar.calls(), 1);
+        // A wait that ends without a permit makes no call.
+        let other = CancellationToken::new();
+        other.cancel();
+        assert!(sidecar.permit(&other).await.is_none());
+        drop(again);
+        assert_eq!(sidecar.calls(), 1);
     }
 
     #[tokio::test]

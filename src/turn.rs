@@ -51,7 +51,6 @@ struct TurnPlan {
     input_sent: bool,
     view: tavern_plugin_api::AgentView,
     model_spec: Option<String>,
-    kind_for_model: AgentKind,
     turn: u32,
     messages: Vec<ChatMessage>,
     inbox_from: usize,
@@ -127,7 +126,6 @@ fn plan(state: &TavernState, agent: &str, seq: Seq) -> Option<TurnPlan> {
         input_sent,
         view: node.view(),
         model_spec: node.model.clone(),
-        kind_for_model: node.kind,
         turn: turns_before,
         messages,
         inbox_from,
@@ -295,7 +293,7 @@ pub async fn run_turn(
     let spec = tavern
         .settings()
         .models
-        .effective(plan.model_spec.as_deref(), plan.kind_for_model)
+        .effective(plan.model_spec.as_deref(), plan.kind)
         .map(str::to_string);
     let parsed = match parse_spec(tavern, spec.as_deref(), agent) {
         Ok(parsed) => parsed,
@@ -305,14 +303,19 @@ pub async fn run_turn(
     // position. The CLI runs its own loop and cannot replay: what it did before stands, and its effects
     // are numbered after the recorded ones so none is mistaken for another.
     let replayable = !matches!(parsed, ModelSpec::ClaudeCode { .. });
-    let first_effect = if replayable {
-        0
+    let (first_effect, results, caused) = if replayable {
+        (
+            0,
+            std::mem::take(&mut plan.results),
+            std::mem::take(&mut plan.caused),
+        )
     } else {
         let recorded = plan.results.keys().chain(plan.caused.keys()).max();
-        let next = recorded.map_or(0, |last| last + 1);
-        plan.results.clear();
-        plan.caused.clear();
-        next
+        (
+            recorded.map_or(0, |last| last + 1),
+            HashMap::new(),
+            HashMap::new(),
+        )
     };
     let recorder = Arc::new(Recorder {
         tavern: tavern.clone(),
@@ -323,8 +326,8 @@ pub async fn run_turn(
         aborted: AtomicBool::new(false),
         replies: Mutex::new(std::mem::take(&mut plan.replies)),
         next_effect: AtomicU32::new(first_effect),
-        results: std::mem::take(&mut plan.results),
-        caused: std::mem::take(&mut plan.caused),
+        results,
+        caused,
     });
     if let ModelSpec::ClaudeCode { model } = parsed {
         return cli::run(recorder, plan, model, runtime, interrupts).await;

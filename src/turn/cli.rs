@@ -15,12 +15,14 @@
 //! the interruption stand as they are, the model is told to carry on rather than given its input again,
 //! and anything it asks for now is asked afresh.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tavern_plugin_api::{ModelReply, StopReason, ToolCall, ToolName, ToolResult, Usage};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{
@@ -29,11 +31,13 @@ use super::{
 use crate::claude::{
     CliEvent, CliOptions, CliSession, ExitInfo, McpCall, McpTool, SessionStart, TurnResult,
 };
+use crate::domain::one_line as clip;
 use crate::domain::{
     input_summary, Activity, Actor, Intent, Outcome, PendingItem, Settled, TavernState,
 };
-use crate::executor::{Receipt, Tavern};
+use crate::executor::{ExecError, Receipt, Tavern};
 use crate::log::Seq;
+use crate::model::secret::Secret;
 use crate::permission::{Decision, Rule, Rules};
 use crate::registry;
 
@@ -64,12 +68,15 @@ pub struct AgentRuntime {
 }
 
 impl AgentRuntime {
-    /// Ends the agent's CLI process, if it has one (closing its input lets it exit cleanly).
-    pub async fn close(&mut self) {
-        if let Some(session) = self.cli.take() {
-            let exit = session.shutdown().await;
-            tracing::debug!("CLI process ended: {:?}", exit.code);
-        }
+    /// Ends the agent's CLI process, if it has one (closing its input lets it exit cleanly), and says
+    /// how it ended (the default [`ExitInfo`] when there was none).
+    pub async fn close(&mut self) -> ExitInfo {
+        let Some(session) = self.cli.take() else {
+            return ExitInfo::default();
+        };
+        let exit = session.shutdown().await;
+        tracing::debug!("CLI process ended: {:?}", exit.code);
+        exit
     }
 }
 
@@ -177,12 +184,12 @@ fn turn_text(plan: &TurnPlan, carry_on: bool, state: &TavernState, agent: &str) 
 
 /// Values of secrets in Tavern's environment, which recorded text must never carry (an agent may read
 /// or print one). Read once: the environment does not change while Tavern runs.
-fn secrets() -> &'static [String] {
-    static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+fn secrets() -> &'static [Secret] {
+    static SECRETS: OnceLock<Vec<Secret>> = OnceLock::new();
     SECRETS.get_or_init(|| {
         std::env::vars()
             .filter(|(name, value)| is_secret_name(name) && value.len() >= 8)
-            .map(|(_, value)| value)
+            .map(|(_, value)| Secret::new(value))
             .collect()
     })
 }
@@ -194,11 +201,11 @@ fn is_secret_name(name: &str) -> bool {
         .any(|marker| name.ends_with(marker) || name.contains(&format!("{marker}_")))
 }
 
-/// `text` with every secret value replaced by `***`.
+/// `text` with every secret value of the environment redacted (see [`Secret::redact`]).
 fn redact(text: &str) -> String {
     secrets()
         .iter()
-        .fold(text.to_string(), |text, secret| text.replace(secret, "***"))
+        .fold(text.to_owned(), |text, secret| secret.redact(&text))
 }
 
 /// Variables of Tavern's environment the CLI has no use for and must not see: other backends' keys,
@@ -228,7 +235,8 @@ pub(super) async fn run(
     let inbox_from = plan.inbox_from;
     // The turn runs under one of the sidecar's permits, like any model call, so the global cap holds
     // across runtimes; it is given back while the turn waits for a person.
-    let mut permit = match take_permit(&recorder, &mut interrupts).await {
+    let waited = take_permit(recorder.sidecar.permit(&recorder.stop), &mut interrupts).await;
+    let mut permit = match waited {
         Ok(permit) => Some(permit),
         Err(Waited::Interrupted(by)) => return close_interrupted(&tavern, &agent, seq, &by).await,
         Err(_) => return TurnEnd::Cancelled,
@@ -239,30 +247,27 @@ pub(super) async fn run(
     // A process that died between turns is started again once (on the same session) before the agent
     // is given up on.
     let mut attempts = 0;
-    loop {
+    let mut session = loop {
         attempts += 1;
-        match ensure_session(&recorder, &plan, model.clone(), runtime).await {
-            Ok(()) => {}
+        let session = match ensure_session(&recorder, &plan, model.clone(), runtime).await {
+            Ok(session) => session,
             Err(SessionError::Stopping) => return TurnEnd::Cancelled,
             Err(SessionError::Failed(error)) => {
                 return fail(&tavern, &agent, seq, inbox_from, error).await
             }
-        }
-        let Some(session) = runtime.cli.as_ref() else {
-            continue;
         };
         match session.send_user(&text).await {
-            Ok(()) => break,
+            Ok(()) => break session,
             Err(e) if attempts < 2 => {
                 tracing::warn!("{agent}'s CLI did not take its input ({e}); starting it again");
                 runtime.close().await;
             }
             Err(e) => {
-                let tail = stop_process(runtime).await.stderr_tail;
+                let tail = runtime.close().await.stderr_tail;
                 return crashed(&tavern, &agent, seq, inbox_from, e.to_string(), &tail).await;
             }
         }
-    }
+    };
     // Recorded once the CLI has the input, so a resumed turn knows not to send it again.
     if !recorder
         .record(vec![Outcome::InputSent {
@@ -277,16 +282,6 @@ pub(super) async fn run(
     // Bounded by the CLI: each iteration consumes one event, and the process ends its turn with a result
     // line or exits; a silent process is interrupted after EVENT_TIMEOUT.
     loop {
-        let Some(session) = runtime.cli.as_mut() else {
-            return fail(
-                &tavern,
-                &agent,
-                seq,
-                inbox_from,
-                "the CLI session is gone".into(),
-            )
-            .await;
-        };
         let event = tokio::select! {
             _ = recorder.stop.cancelled() => None,
             _ = tavern.cancel_token().cancelled() => None,
@@ -319,7 +314,7 @@ pub(super) async fn run(
                         runtime.cli = None;
                         exit
                     }
-                    _ => stop_process(runtime).await,
+                    _ => runtime.close().await,
                 };
                 let what = format!(
                     "its Claude Code CLI ended with {} in the middle of a turn",
@@ -387,7 +382,7 @@ pub(super) async fn run(
             }) => {
                 let waited = permission(
                     &recorder,
-                    runtime,
+                    session,
                     &mut interrupts,
                     &mut permit,
                     &request_id,
@@ -404,11 +399,9 @@ pub(super) async fn run(
                         return TurnEnd::Cancelled;
                     }
                     Waited::Interrupted(by) => {
-                        if let Some(session) = runtime.cli.as_ref() {
-                            let reason = format!("@{by} interrupted this turn");
-                            if let Err(e) = session.deny(&request_id, &reason).await {
-                                tracing::debug!("could not deny {agent}'s pending call: {e}");
-                            }
+                        let reason = format!("@{by} interrupted this turn");
+                        if let Err(e) = session.deny(&request_id, &reason).await {
+                            tracing::debug!("could not deny {agent}'s pending call: {e}");
                         }
                         return interrupt(&tavern, &agent, seq, runtime, &by).await;
                     }
@@ -419,10 +412,8 @@ pub(super) async fn run(
                     runtime.cli = None;
                     return TurnEnd::Cancelled;
                 };
-                if let Some(session) = runtime.cli.as_ref() {
-                    if let Err(e) = session.tool_result(&call, &result.text, !result.ok).await {
-                        tracing::warn!("could not answer {agent}'s {} call: {e}", call.tool);
-                    }
+                if let Err(e) = session.tool_result(&call, &result.text, !result.ok).await {
+                    tracing::warn!("could not answer {agent}'s {} call: {e}", call.tool);
                 }
             }
             Some(CliEvent::Retry {
@@ -446,18 +437,16 @@ pub(super) async fn run(
                 tracing::warn!("{agent}'s CLI had no record of its session; starting it afresh");
                 runtime.close().await;
                 runtime.session_lost = true;
-                let started = ensure_session(&recorder, &plan, model.clone(), runtime).await;
-                let text = tavern.read_head(|s| turn_text(&plan, false, s, &agent));
-                let sent = match (started, runtime.cli.as_ref()) {
-                    (Ok(()), Some(session)) => {
-                        session.send_user(&text).await.map_err(|e| e.to_string())
+                session = match ensure_session(&recorder, &plan, model.clone(), runtime).await {
+                    Ok(session) => session,
+                    Err(SessionError::Stopping) => return TurnEnd::Cancelled,
+                    Err(SessionError::Failed(error)) => {
+                        return fail(&tavern, &agent, seq, inbox_from, error).await
                     }
-                    (Err(SessionError::Stopping), _) => return TurnEnd::Cancelled,
-                    (Err(SessionError::Failed(e)), _) => Err(e),
-                    (Ok(()), None) => Err("the CLI session is gone".to_string()),
                 };
-                if let Err(error) = sent {
-                    return fail(&tavern, &agent, seq, inbox_from, error).await;
+                let text = tavern.read_head(|s| turn_text(&plan, false, s, &agent));
+                if let Err(e) = session.send_user(&text).await {
+                    return fail(&tavern, &agent, seq, inbox_from, e.to_string()).await;
                 }
             }
             Some(CliEvent::TurnEnd(result)) if result.is_error => {
@@ -495,9 +484,20 @@ struct CliTurn {
     tool_names: Vec<(String, String)>,
     /// Tavern tool calls the model made through MCP.
     calls: Vec<ToolCall>,
+    /// The call that ended the turn (ask, done), once one has: later Tavern tool calls are refused,
+    /// as an API model's are.
+    ended_by: Option<ToolName>,
 }
 
-use crate::domain::one_line as clip;
+impl CliTurn {
+    /// Notes a Tavern tool call that ran and its result.
+    fn ran(&mut self, call: ToolCall, result: &ToolResult) {
+        if call.ends_turn() && result.ok {
+            self.ended_by = Some(call.name());
+        }
+        self.calls.push(call);
+    }
+}
 
 fn exit_code(exit: &ExitInfo) -> String {
     exit.code
@@ -524,13 +524,14 @@ enum Waited {
     Interrupted(String),
 }
 
-/// Waits for a sidecar permit, unless the turn is interrupted or stopped first.
+/// Waits for a sidecar permit (`permit`, the sidecar's wait for it), unless the turn is interrupted or
+/// stopped first.
 async fn take_permit(
-    recorder: &Recorder,
+    permit: impl Future<Output = Option<OwnedSemaphorePermit>>,
     interrupts: &mut Interrupts,
 ) -> Result<OwnedSemaphorePermit, Waited> {
     tokio::select! {
-        permit = recorder.sidecar.permit(&recorder.stop) => permit.ok_or(Waited::Stopped),
+        permit = permit => permit.ok_or(Waited::Stopped),
         by = interrupts.next() => Err(Waited::Interrupted(by)),
     }
 }
@@ -543,19 +544,38 @@ enum SessionError {
     Failed(String),
 }
 
-/// Starts the agent's CLI process if it has none. Its session is resumed once the CLI has had input on
-/// it; a session id that was recorded but never used (the process never got its first line) is started
-/// afresh under the same id, and an agent without one gets a new id, recorded before the process runs.
-async fn ensure_session(
+/// The agent's CLI process, started if it has none.
+async fn ensure_session<'r>(
     recorder: &Recorder,
     plan: &TurnPlan,
     model: Option<String>,
-    runtime: &mut AgentRuntime,
-) -> Result<(), SessionError> {
-    if runtime.cli.is_some() {
-        return Ok(());
-    }
-    let fresh = runtime.session_lost;
+    runtime: &'r mut AgentRuntime,
+) -> Result<&'r mut CliSession, SessionError> {
+    // Taken out and put back: a borrow of it returned from one branch would keep `runtime` borrowed in
+    // the other too (a limit of the borrow checker).
+    let session = match runtime.cli.take() {
+        Some(session) => session,
+        None => {
+            let session = start_session(recorder, plan, model, runtime.session_lost).await?;
+            runtime.cost_so_far = 0;
+            // Started afresh once; from now on the session exists and is resumed.
+            runtime.session_lost = false;
+            session
+        }
+    };
+    Ok(runtime.cli.insert(session))
+}
+
+/// Starts a CLI process for the agent. Its session is resumed once the CLI has had input on it, unless
+/// the CLI lost it (`lost`); a session id that was recorded but never used (the process never got its
+/// first line) is started afresh under the same id, and an agent without one gets a new id, recorded
+/// before the process runs.
+async fn start_session(
+    recorder: &Recorder,
+    plan: &TurnPlan,
+    model: Option<String>,
+    lost: bool,
+) -> Result<CliSession, SessionError> {
     let tavern = &recorder.tavern;
     let program = tavern
         .settings()
@@ -572,7 +592,7 @@ async fn ensure_session(
             let id = Uuid::parse_str(&id).map_err(|e| {
                 SessionError::Failed(format!("the recorded session id {id:?} is not a UUID: {e}"))
             })?;
-            if (used || plan.input_sent) && !fresh {
+            if (used || plan.input_sent) && !lost {
                 SessionStart::Resume(id)
             } else {
                 SessionStart::New(id)
@@ -607,14 +627,9 @@ async fn ensure_session(
         env_remove: hidden_from_cli(),
         disallowed_tools: disallowed,
     };
-    let session = CliSession::spawn(options, tavern.tracker())
+    CliSession::spawn(options, tavern.tracker())
         .await
-        .map_err(|e| SessionError::Failed(e.to_string()))?;
-    runtime.cli = Some(session);
-    runtime.cost_so_far = 0;
-    // Started afresh once; from now on the session exists and is resumed.
-    runtime.session_lost = false;
-    Ok(())
+        .map_err(|e| SessionError::Failed(e.to_string()))
 }
 
 /// Where the agent's CLI runs: its own working directory if it was given one, else the project.
@@ -623,17 +638,6 @@ fn working_dir(tavern: &Tavern, agent: &str) -> PathBuf {
         .read_head(|s| s.agent(agent).and_then(|n| n.workdir.clone()))
         .map(PathBuf::from)
         .unwrap_or_else(|| tavern.settings().project.clone())
-}
-
-/// Stops the agent's CLI process now and says how it ended.
-async fn stop_process(runtime: &mut AgentRuntime) -> ExitInfo {
-    match runtime.cli.take() {
-        Some(session) => session.shutdown().await,
-        None => ExitInfo {
-            code: None,
-            stderr_tail: String::new(),
-        },
-    }
 }
 
 /// Records that approvals the agent opened earlier wait for nothing now (their turn was interrupted,
@@ -668,7 +672,7 @@ async fn withdraw(recorder: &Recorder, id: u32, reason: &str) {
 /// Decides one permission request and answers the CLI.
 async fn permission(
     recorder: &Arc<Recorder>,
-    runtime: &mut AgentRuntime,
+    session: &CliSession,
     interrupts: &mut Interrupts,
     permit: &mut Option<OwnedSemaphorePermit>,
     request_id: &str,
@@ -703,15 +707,13 @@ async fn permission(
                 Ok(answer) => answer,
                 Err(waited) => return waited,
             };
-            match take_permit(recorder, interrupts).await {
+            let waited = take_permit(recorder.sidecar.permit_again(&recorder.stop), interrupts);
+            match waited.await {
                 Ok(taken) => *permit = Some(taken),
                 Err(waited) => return waited,
             }
             answer
         }
-    };
-    let Some(session) = runtime.cli.as_ref() else {
-        return Waited::Answered;
     };
     let sent = match answer {
         Ok(()) => session.allow(request_id, input).await,
@@ -744,18 +746,15 @@ async fn ask_person(
         tool: tool.to_string(),
         input: input.clone(),
     };
-    let receipt = match recorder.effect(Act::Intent(intent)).await {
-        Effect::Done(result, Some(receipt)) if result.ok => receipt,
+    let outcomes = match recorder.effect(Act::Intent(intent)).await {
+        Effect::Done(_, Some(Receipt::Accepted { outcomes, .. })) => outcomes,
         Effect::Done(result, _) => return Ok(Err(result.text)),
         Effect::Aborted => return Err(Waited::Stopped),
     };
-    let id = match receipt {
-        Receipt::Accepted { outcomes, .. } => outcomes.iter().find_map(|o| match o {
-            Outcome::PendingOpened { id, .. } => Some(*id),
-            _ => None,
-        }),
-        Receipt::Rejected { .. } => None,
-    };
+    let id = outcomes.iter().find_map(|o| match o {
+        Outcome::PendingOpened { id, .. } => Some(*id),
+        _ => None,
+    });
     let Some(id) = id else {
         return Ok(Err("Tavern could not open the approval request".into()));
     };
@@ -784,7 +783,8 @@ async fn ask_person(
     }
 }
 
-/// Runs one of Tavern's tools called over MCP; `None` if the agent is stopping.
+/// Runs one of Tavern's tools called over MCP, under the same rules as an API model's calls (see
+/// [`tavern_plugin_api::AgentView::refusal`]); `None` if the agent is stopping.
 async fn mcp_call(
     recorder: &Arc<Recorder>,
     plan: &TurnPlan,
@@ -795,40 +795,23 @@ async fn mcp_call(
         Ok(parsed) => parsed,
         Err(e) => return Some(ToolResult::err(e)),
     };
-    if !plan.tools.contains(&parsed.name()) {
-        return Some(ToolResult::err(format!(
-            "{} ({}) may not use the {} tool",
-            recorder.agent,
-            plan.view.kind_label(),
-            call.tool
-        )));
+    if let Some(refusal) = plan.view.refusal(plan.tools, turn.ended_by, &parsed) {
+        return Some(refusal);
     }
-    turn.calls.push(parsed.clone());
     let tools = super::TurnTools(recorder.clone());
-    let result = tavern_plugin_api::Tools::call(&tools, parsed).await;
+    let result = tavern_plugin_api::Tools::call(&tools, parsed.clone()).await;
     if recorder.stopping() {
         return None;
     }
+    turn.ran(parsed, &result);
     Some(result)
 }
 
-/// The CLI's exit, if it exits within [`EXIT_GRACE`] without starting anything new; the session is gone
-/// from the runtime then.
+/// The CLI's exit, if it exits within [`EXIT_GRACE`] (what it says meanwhile is discarded); the session
+/// is gone from the runtime then.
 async fn exited_soon(runtime: &mut AgentRuntime) -> Option<ExitInfo> {
     let session = runtime.cli.as_mut()?;
-    let exit = tokio::time::timeout(EXIT_GRACE, async {
-        // Bounded by the grace period; each iteration consumes one line.
-        loop {
-            match session.next().await {
-                Some(CliEvent::Exited(exit)) => return Some(exit),
-                None => return None,
-                Some(_) => continue,
-            }
-        }
-    })
-    .await
-    .ok()
-    .flatten();
+    let exit = session.drain_until_exit(Instant::now() + EXIT_GRACE).await;
     if exit.is_some() {
         runtime.cli = None;
     }
@@ -952,6 +935,11 @@ async fn crashed(
         format!("{what}; its stderr ends: {}", clip(&tail, 600))
     };
     let end = fail(tavern, agent, seq, inbox_from, reason.clone()).await;
+    if end == TurnEnd::Cancelled {
+        // Tavern is shutting down, so nothing more is recorded: the turn stays open and resumes at
+        // the next start.
+        return end;
+    }
     let reaped = tavern
         .submit(
             Actor::Tavern,
@@ -962,8 +950,9 @@ async fn crashed(
             None,
         )
         .await;
-    if let Err(e) = reaped {
-        tracing::error!("could not reap {agent} after its CLI died: {e}");
+    match reaped {
+        Ok(_) | Err(ExecError::ShuttingDown) => {}
+        Err(e) => tracing::error!("could not reap {agent} after its CLI died: {e}"),
     }
     end
 }
@@ -986,6 +975,40 @@ mod tests {
         for name in ["HOME", "PATH", "ANTHROPIC_BASE_URL", "KEYBOARD"] {
             assert!(!is_secret_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn after_a_call_that_ended_the_turn_later_tavern_calls_are_refused() {
+        let view = tavern_plugin_api::AgentView {
+            name: "Sam".into(),
+            kind: tavern_plugin_api::AgentKind::Mortal,
+            expert: None,
+            parent: Some("Jake".into()),
+            children: Vec::new(),
+            state: tavern_plugin_api::AgentState::Working,
+            assignment: None,
+            description: String::new(),
+            commitments: Vec::new(),
+            modes: Default::default(),
+            task_mode: Default::default(),
+            requester: None,
+        };
+        let tools = registry::plugin(view.kind).policy().tools;
+        let message = ToolCall::Message {
+            to: "parent".into(),
+            text: "one more thing".into(),
+        };
+        let mut turn = CliTurn::default();
+        turn.ran(message.clone(), &ToolResult::ok("Sent to Jake."));
+        // A refused done (no commitments yet, say) ends nothing.
+        turn.ran(ToolCall::Done {}, &ToolResult::err("no commitments"));
+        assert_eq!(view.refusal(tools, turn.ended_by, &message), None);
+        turn.ran(ToolCall::Done {}, &ToolResult::ok("Verification started"));
+        assert_eq!(
+            view.refusal(tools, turn.ended_by, &message),
+            Some(ToolResult::err("not run: the turn ended at signal_done"))
+        );
+        assert_eq!(turn.calls.len(), 3, "every call that ran is in the reply");
     }
 
     #[test]

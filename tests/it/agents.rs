@@ -3,28 +3,18 @@
 
 use serde_json::json;
 use std::path::Path;
+use tavern::domain::{Intent, TavernSchema};
+use tavern::log::LogReader;
 
-use crate::fakes::anthropic::FakeAnthropic;
-use crate::fakes::{claude_bin, Recorded, Step};
+use crate::fakes::anthropic::{FakeAnthropic, API_KEY};
+use crate::fakes::{claude_bin, Recorded, Step, ToolUse};
 use crate::support::{agents_in_log, agents_on_disk, Console, Project};
 
 /// The environment of a tavern whose mortals run in the real CLI against `fake`. Jake has no model,
 /// so only the agents under test talk to the fake.
 fn cli_env(fake: &FakeAnthropic, home: &Path) -> Vec<(String, String)> {
-    vec![
-        ("HOME".into(), home.display().to_string()),
-        (
-            "XDG_CONFIG_HOME".into(),
-            home.join(".config").display().to_string(),
-        ),
-        ("ANTHROPIC_BASE_URL".into(), fake.base_url()),
-        ("ANTHROPIC_API_KEY".into(), "sk-fake-key-for-tests".into()),
-        ("DISABLE_TELEMETRY".into(), "1".into()),
-        (
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
-            "1".into(),
-        ),
-        ("CLAUDE_CODE_MAX_RETRIES".into(), "0".into()),
+    let mut env = fake.cli_env(home);
+    env.extend([
         (
             "TAVERN_CLAUDE_BIN".into(),
             claude_bin().display().to_string(),
@@ -34,7 +24,8 @@ fn cli_env(fake: &FakeAnthropic, home: &Path) -> Vec<(String, String)> {
             "TAVERN_MODEL__MORTAL".into(),
             "claude-code:fake-model".into(),
         ),
-    ]
+    ]);
+    env
 }
 
 fn start(project: &Project, env: &[(String, String)]) -> Console {
@@ -65,7 +56,17 @@ fn script_hello(fake: &FakeAnthropic, file: &Path, last: &str) {
                 "mcp__tavern__add_commitment",
                 json!({"description": "hello.txt exists", "assertion": "test -f hello.txt"}),
             ),
-            Step::tool("mcp__tavern__signal_done", json!({})),
+            // A call after signal_done in the same message is refused: the turn ended there.
+            Step::tools(
+                None,
+                vec![
+                    ToolUse::new("mcp__tavern__signal_done", json!({})),
+                    ToolUse::new(
+                        "mcp__tavern__add_commitment",
+                        json!({"description": "too late", "assertion": "true"}),
+                    ),
+                ],
+            ),
             Step::text(last),
         ],
     );
@@ -106,20 +107,28 @@ async fn a_cli_mortal_writes_commits_through_tavern_and_is_verified_done() {
             .any(|r| sent_text(r).contains("Verification started")),
         "the model never saw signal_done's result"
     );
+    assert!(
+        frodo
+            .iter()
+            .any(|r| sent_text(r).contains("not run: the turn ended at signal_done")),
+        "a Tavern tool call after signal_done was not refused"
+    );
     // The key went to the API and nowhere else.
-    assert!(frodo
-        .iter()
-        .all(|r| r.header("x-api-key") == Some("sk-fake-key-for-tests")));
+    assert!(frodo.iter().all(|r| r.header("x-api-key") == Some(API_KEY)));
     console.quit().await;
     let log = std::fs::read_to_string(project.tavern().join("log/main.jsonl")).unwrap();
-    assert!(
-        !log.contains("sk-fake-key-for-tests"),
-        "the key reached the log"
+    assert!(!log.contains(API_KEY), "the key reached the log");
+    let state = tavern::app::replay(&project.tavern().join("log"), "main", None).unwrap();
+    assert_eq!(
+        state.agent("Frodo").unwrap().commitments.len(),
+        1,
+        "a call after signal_done became an intent"
     );
     assert!(
         log.contains("session_turn"),
         "the session's message ids are recorded"
     );
+    fake.assert_no_unscripted();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,6 +163,7 @@ async fn a_failed_assertion_reaches_the_cli_agent_as_its_next_turn() {
         "the gap report was not the next turn: {}",
         sent_text(&last)
     );
+    fake.assert_no_unscripted();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,6 +238,7 @@ async fn bash_outside_the_rules_waits_for_a_person_who_approves_or_denies() {
     assert!(!project.path().join("denied.txt").exists());
     let last = fake.requests_for("Sam").pop().unwrap();
     assert!(sent_text(&last).contains("not in this project"));
+    fake.assert_no_unscripted();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,6 +315,7 @@ async fn after_a_restart_the_agent_resumes_its_session_and_a_mortal_can_summon()
         .iter()
         .any(|(name, parent, _)| name == "Sam" && parent.as_deref() == Some("Frodo")));
     assert_eq!(on_disk, agents_in_log(&project.tavern()));
+    fake.assert_no_unscripted();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,28 +338,60 @@ async fn replaying_a_cli_session_starts_no_process_and_calls_no_api() {
     console.expect_contains("[Frodo] Done.").await;
     console.quit().await;
     let requests = fake.requests().len();
+    let turns = turns_in_log(&project);
     let live = agents_on_disk(&project.tavern());
+    fake.assert_no_unscripted();
 
-    // The replay: no CLI (the path is gone) and no API (the fake is not reachable from the address).
-    let mut offline = env.clone();
-    for (key, value) in offline.iter_mut() {
-        match key.as_str() {
-            "TAVERN_CLAUDE_BIN" => *value = "/nonexistent/claude".into(),
-            "ANTHROPIC_BASE_URL" => *value = "http://127.0.0.1:9".into(),
-            _ => {}
-        }
-    }
     let state = tavern::app::replay(&project.tavern().join("log"), "main", None).unwrap();
     let frodo = state.agent("Frodo").unwrap();
     assert_eq!(frodo.state, tavern_plugin_api::AgentState::Done);
     assert!(frodo.session.is_some() && !frodo.session_turns.is_empty());
     assert!(frodo.usage.output_tokens > 0, "usage was not recorded");
-    let mut console = start(&project, &offline);
+
+    // The restart replays the log. The API is still the fake, so a call would be counted; the CLI
+    // is gone, so starting it would fail and say so, naming the path.
+    let mut no_cli = env.clone();
+    for (key, value) in no_cli.iter_mut() {
+        if key == "TAVERN_CLAUDE_BIN" {
+            *value = "/nonexistent/claude".into();
+        }
+    }
+    let mut console = start(&project, &no_cli);
     console.send("/agents").await;
     console.expect_contains("Frodo").await;
-    console.quit().await;
+    let transcript = console.quit_with_transcript().await;
     assert_eq!(fake.requests().len(), requests, "replay called the API");
+    // A failure, refusal or restart ("! …", such as a refused turn or the CLI's spawn error), or
+    // anything a turn prints: a session, activity, a message.
+    let turn_lines: Vec<&String> = transcript
+        .iter()
+        .filter(|line| {
+            line.starts_with("! ")
+                || line.contains("/nonexistent/claude")
+                || line.contains("· Frodo session")
+                || line.contains("Frodo: ")
+                || line.contains("Frodo ⚙")
+                || line.contains("[Frodo]")
+        })
+        .collect();
+    assert!(
+        turn_lines.is_empty(),
+        "replay started the CLI or took a turn: {turn_lines:#?}"
+    );
+    assert_eq!(turns_in_log(&project), turns, "replay took a turn");
     assert_eq!(agents_on_disk(&project.tavern()), live);
+}
+
+/// How many turns the project's log records.
+fn turns_in_log(project: &Project) -> usize {
+    let log = project.tavern().join("log");
+    let reader = LogReader::<TavernSchema>::open(&log, "main").expect("open the log");
+    reader
+        .read_range(1, reader.last_seq())
+        .expect("read the log")
+        .iter()
+        .filter(|entry| matches!(entry.intent, Intent::TakeTurn { .. }))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,6 +475,7 @@ async fn with_only_a_key_jake_and_drones_use_the_api_and_mortals_the_cli() {
         .header("x-claude-code-session-id")
         .is_none());
     console.quit().await;
+    fake.assert_no_unscripted();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,6 +497,7 @@ async fn an_api_that_stays_overloaded_fails_the_turn_visibly_with_its_message() 
     console.quit().await;
     // One try and one retry per turn, and one restart of the turn: four requests in all.
     assert_eq!(fake.requests_for("Jake").len(), 4);
+    fake.assert_no_unscripted();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,12 +589,13 @@ async fn interrupting_an_agent_stops_its_turn_and_it_takes_the_next_one() {
     console
         .expect_all(&["[Frodo] Frodo after:", "[Jake] Jake after:"])
         .await;
-    let transcript = console.quit().await;
+    let transcript = console.quit_with_transcript().await;
     assert!(!transcript.iter().any(|l| l.contains("too late")));
     // The CLI knows its turn was cut short, and both agents answered from the same conversation.
     let frodo = fake.requests_for("Frodo");
     assert!(sent_text(frodo.last().unwrap()).contains("interrupted"));
     assert!(sent_text(fake.requests_for("Jake").last().unwrap()).contains("and you, Jake"));
+    fake.assert_no_unscripted();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,6 +617,7 @@ async fn an_api_that_stays_down_fails_the_cli_turn_with_the_apis_message() {
     // The parent hears of it too.
     console.expect_contains("Jake ← Frodo").await;
     console.quit().await;
+    fake.assert_no_unscripted();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -615,6 +663,7 @@ async fn a_turn_cut_by_a_restart_carries_on_without_its_input_again() {
     let last = fake.requests_for("Frodo").pop().unwrap();
     let sent = sent_text(&last);
     assert_eq!(sent.matches("Say the magic word").count(), 1, "{sent}");
+    fake.assert_no_unscripted();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,4 +759,5 @@ async fn a_cli_that_dies_mid_turn_reaps_its_agent_and_says_why() {
     console.expect_contains("Jake ← Frodo").await;
     fake.set_delay(std::time::Duration::ZERO);
     console.quit().await;
+    fake.assert_no_unscripted();
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::kinds::{AgentKind, Expert, KindPolicy};
 use crate::lifecycle::{AgentState, Modes, TaskMode};
 use crate::model::{ChatMessage, Model, ModelError, ModelReply, ModelRequest, StopReason};
-use crate::tools::{Bus, Commitment, ToolCall, ToolResult, Tools};
+use crate::tools::{Bus, Commitment, ToolCall, ToolName, ToolResult, Tools};
 
 /// A read-only snapshot of an agent's node, as its type sees it this turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,34 @@ impl AgentView {
             Some(expert) => format!("{}/{}", self.kind, expert),
             None => self.kind.to_string(),
         }
+    }
+
+    /// What the model is told instead of running `call`, if this agent may not run it now: any call
+    /// after `ended_by`, the call that ended the turn (see [`ToolCall::ends_turn`]), or a tool outside
+    /// `tools` (its type's policy). `None` when the call may run. Every runtime asks this before it
+    /// runs a call, so an API model and the Claude Code CLI keep the same rules and hear the same words.
+    pub fn refusal(
+        &self,
+        tools: &[ToolName],
+        ended_by: Option<ToolName>,
+        call: &ToolCall,
+    ) -> Option<ToolResult> {
+        if let Some(ender) = ended_by {
+            return Some(ToolResult::err(format!(
+                "not run: the turn ended at {}",
+                ender.wire()
+            )));
+        }
+        let name = call.name();
+        if !tools.contains(&name) {
+            return Some(ToolResult::err(format!(
+                "{} ({}) may not use the {} tool",
+                self.name,
+                self.kind_label(),
+                name.wire()
+            )));
+        }
+        None
     }
 }
 
@@ -176,28 +204,136 @@ async fn run_calls(
     calls: &[ToolCall],
 ) -> (Vec<ToolResult>, bool) {
     let mut results = Vec::with_capacity(calls.len());
-    let mut ended_by: Option<String> = None;
+    let mut ended_by = None;
     for call in calls {
-        if let Some(ender) = &ended_by {
-            results.push(ToolResult::err(format!(
-                "not run: the turn ended at {ender}"
-            )));
-            continue;
-        }
-        let name = call.name();
-        if !policy.tools.contains(&name) {
-            results.push(ToolResult::err(format!(
-                "{} ({}) may not use the {name} tool",
-                ctx.node.name,
-                ctx.node.kind_label()
-            )));
+        if let Some(refusal) = ctx.node.refusal(policy.tools, ended_by, call) {
+            results.push(refusal);
             continue;
         }
         let result = ctx.tools.call(call.clone()).await;
         if call.ends_turn() && result.ok {
-            ended_by = Some(name.to_string());
+            ended_by = Some(call.name());
         }
         results.push(result);
     }
     (results, ended_by.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::Mutex;
+    use std::task::{Context, Poll, Waker};
+
+    use crate::tools::BroadcastScope;
+    use crate::BusError;
+
+    /// The output of a future that never waits (every fake here answers at once).
+    fn now<F: Future>(future: F) -> F::Output {
+        match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(output) => output,
+            Poll::Pending => panic!("the future waited, but nothing here waits"),
+        }
+    }
+
+    /// A model that gives one reply, whatever it is asked.
+    struct OneReply(ModelReply);
+
+    #[async_trait]
+    impl Model for OneReply {
+        fn label(&self) -> String {
+            "one-reply".into()
+        }
+        fn is_scripted(&self) -> bool {
+            true
+        }
+        async fn complete(&self, _request: ModelRequest) -> Result<ModelReply, ModelError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    /// Tools that succeed and remember every call that reached them.
+    #[derive(Default)]
+    struct Ran(Mutex<Vec<ToolCall>>);
+
+    #[async_trait]
+    impl Tools for Ran {
+        async fn call(&self, call: ToolCall) -> ToolResult {
+            self.0.lock().unwrap().push(call);
+            ToolResult::ok("ran")
+        }
+    }
+
+    struct NoBus;
+
+    #[async_trait]
+    impl Bus for NoBus {
+        async fn send(&self, _to: &str, _text: &str) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn broadcast(&self, _scope: BroadcastScope, _text: &str) -> Result<usize, BusError> {
+            Ok(0)
+        }
+    }
+
+    fn view() -> AgentView {
+        AgentView {
+            name: "Sam".into(),
+            kind: AgentKind::Mortal,
+            expert: None,
+            parent: Some("Jake".into()),
+            children: Vec::new(),
+            state: AgentState::Working,
+            assignment: None,
+            description: String::new(),
+            commitments: Vec::new(),
+            modes: Modes::default(),
+            task_mode: TaskMode::default(),
+            requester: None,
+        }
+    }
+
+    const TOOLS: &[ToolName] = &[ToolName::Done, ToolName::Message];
+
+    #[test]
+    fn calls_after_the_one_that_ended_the_turn_are_refused_and_not_run() {
+        let message = ToolCall::Message {
+            to: "parent".into(),
+            text: "still here".into(),
+        };
+        let tools = Arc::new(Ran::default());
+        let ctx = AgentContext {
+            node: view(),
+            model: Arc::new(OneReply(ModelReply {
+                tool_calls: vec![ToolCall::ListAgents {}, ToolCall::Done {}, message.clone()],
+                stop: StopReason::ToolUse,
+                ..ModelReply::default()
+            })),
+            tools: tools.clone(),
+            bus: Arc::new(NoBus),
+        };
+        let policy = KindPolicy {
+            tools: TOOLS,
+            dismiss_when_done: false,
+            summonable_by_users: false,
+            requires_jake_parent: false,
+        };
+        let input = TurnInput {
+            system_prompt: String::new(),
+            messages: Vec::new(),
+            turn: 0,
+        };
+        let output = now(standard_turn(policy, &ctx, input)).unwrap();
+        assert_eq!(
+            output.results,
+            vec![
+                ToolResult::err("Sam (mortal) may not use the list_agents tool"),
+                ToolResult::ok("ran"),
+                ToolResult::err("not run: the turn ended at signal_done"),
+            ]
+        );
+        assert_eq!(*tools.0.lock().unwrap(), vec![ToolCall::Done {}]);
+    }
 }
