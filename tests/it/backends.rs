@@ -21,6 +21,9 @@ use crate::fakes::{FakeAnthropic, FakeOpenAi, FakeServer, Step};
 /// The bound on every model call in these tests.
 const STEP: Duration = Duration::from_secs(20);
 
+/// The first backoff of tests that do not look at it: short, so retries do not slow them down.
+const QUICK: Duration = Duration::from_millis(1);
+
 /// The key the tests configure; it must show up in request headers and nowhere else.
 const KEY: &str = "sk-tavern-test-5ecret";
 
@@ -62,10 +65,10 @@ impl Fake {
         }
     }
 
-    /// A model talking to this fake with [`KEY`], `max_retries` retries and a 1 ms first backoff,
-    /// and its `Debug` output.
-    fn model(&self, max_retries: u32) -> (Arc<dyn Model>, String) {
-        model_at(self.api(), self.base_url(), max_retries)
+    /// A model talking to this fake with [`KEY`], `max_retries` retries and `backoff` before the
+    /// first retry, and its `Debug` output.
+    fn model(&self, max_retries: u32, backoff: Duration) -> (Arc<dyn Model>, String) {
+        model_at(self.api(), self.base_url(), max_retries, backoff)
     }
 
     fn api(&self) -> Api {
@@ -86,8 +89,12 @@ impl Fake {
 }
 
 /// A model for `api` at `base_url` with [`KEY`], and its `Debug` output.
-fn model_at(api: Api, base_url: String, max_retries: u32) -> (Arc<dyn Model>, String) {
-    let backoff = Duration::from_millis(1);
+fn model_at(
+    api: Api,
+    base_url: String,
+    max_retries: u32,
+    backoff: Duration,
+) -> (Arc<dyn Model>, String) {
     match api {
         Api::Anthropic => {
             let mut config = AnthropicConfig::new("claude-test");
@@ -151,7 +158,7 @@ async fn streams_text(api: Api) {
     let fake = Fake::start(api);
     fake.server()
         .script("Frodo", vec![Step::text("Hello from the fake, friend.")]);
-    let (model, _) = fake.model(0);
+    let (model, _) = fake.model(0, QUICK);
     let reply = complete(&*model, request(vec![ChatMessage::user("Alice: hi")]))
         .await
         .expect("a text reply");
@@ -180,6 +187,7 @@ async fn streams_text(api: Api) {
             assert_eq!(sent.body["tools"][0]["type"], "function");
         }
     }
+    fake.server().assert_no_unscripted();
 }
 
 async fn round_trips_a_tool_call(api: Api) {
@@ -194,7 +202,7 @@ async fn round_trips_a_tool_call(api: Api) {
             Step::text("Committed; Tavern said: {last_user}"),
         ],
     );
-    let (model, _) = fake.model(0);
+    let (model, _) = fake.model(0, QUICK);
     let mut conversation = vec![ChatMessage::user("Alice: make hello.txt")];
     let first = complete(&*model, request(conversation.clone()))
         .await
@@ -260,6 +268,7 @@ async fn round_trips_a_tool_call(api: Api) {
             assert_eq!(messages.as_array().map(Vec::len), Some(4));
         }
     }
+    fake.server().assert_no_unscripted();
 }
 
 async fn retries_a_rate_limit_as_told(api: Api) {
@@ -268,12 +277,37 @@ async fn retries_a_rate_limit_as_told(api: Api) {
         "Frodo",
         vec![Step::rate_limited(0), Step::text("after the wait")],
     );
-    let (model, _) = fake.model(2);
+    // The backoff is longer than the call's bound (capped at 30 s, STEP is 20 s): only a client
+    // that waits what `retry-after: 0` says, rather than its own backoff, answers in time.
+    let (model, _) = fake.model(2, Duration::from_secs(60));
     let reply = complete(&*model, request(vec![ChatMessage::user("Alice: hi")]))
         .await
         .expect("success after one retry");
     assert_eq!(reply.text, "after the wait");
     assert_eq!(fake.bodies().len(), 2);
+    fake.server().assert_no_unscripted();
+}
+
+async fn waits_as_long_as_retry_after_says(api: Api) {
+    let fake = Fake::start(api);
+    fake.server().script(
+        "Frodo",
+        vec![Step::rate_limited(1), Step::text("after the wait")],
+    );
+    // With a 1 ms backoff, only a client that waits out `retry-after: 1` takes a second.
+    let (model, _) = fake.model(2, QUICK);
+    let started = std::time::Instant::now();
+    let reply = complete(&*model, request(vec![ChatMessage::user("Alice: hi")]))
+        .await
+        .expect("success after one retry");
+    let waited = started.elapsed();
+    assert_eq!(reply.text, "after the wait");
+    assert!(
+        waited >= Duration::from_secs(1),
+        "retried after {waited:?}, before the second that retry-after asked for"
+    );
+    assert_eq!(fake.bodies().len(), 2);
+    fake.server().assert_no_unscripted();
 }
 
 async fn gives_up_after_max_retries(api: Api) {
@@ -288,7 +322,7 @@ async fn gives_up_after_max_retries(api: Api) {
     };
     // One more failure than the client will try, so the script never runs out.
     fake.server().script("Frodo", vec![failing; 4]);
-    let (model, _) = fake.model(2);
+    let (model, _) = fake.model(2, QUICK);
     let message =
         backend_message(complete(&*model, request(vec![ChatMessage::user("Alice: hi")])).await);
     assert_eq!(
@@ -296,6 +330,7 @@ async fn gives_up_after_max_retries(api: Api) {
         format!("the API answered {status} {api_message} (gave up after 3 attempts)")
     );
     assert_eq!(fake.bodies().len(), 3);
+    fake.server().assert_no_unscripted();
 }
 
 async fn does_not_retry_a_bad_request(api: Api) {
@@ -307,7 +342,7 @@ async fn does_not_retry_a_bad_request(api: Api) {
             Step::text("never reached"),
         ],
     );
-    let (model, _) = fake.model(2);
+    let (model, _) = fake.model(2, QUICK);
     let message =
         backend_message(complete(&*model, request(vec![ChatMessage::user("Alice: hi")])).await);
     assert!(message.starts_with("the API answered 400 "), "{message}");
@@ -317,6 +352,7 @@ async fn does_not_retry_a_bad_request(api: Api) {
     );
     assert!(!message.contains("gave up"), "{message}");
     assert_eq!(fake.bodies().len(), 1);
+    fake.server().assert_no_unscripted();
 }
 
 async fn sends_the_key_but_never_shows_it(api: Api) {
@@ -329,7 +365,7 @@ async fn sends_the_key_but_never_shows_it(api: Api) {
             format!("Incorrect API key provided: {KEY}"),
         )],
     );
-    let (model, debug) = fake.model(2);
+    let (model, debug) = fake.model(2, QUICK);
     let error = complete(&*model, request(vec![ChatMessage::user("Alice: hi")]))
         .await
         .expect_err("a 401");
@@ -353,6 +389,7 @@ async fn sends_the_key_but_never_shows_it(api: Api) {
             assert!(shown.contains("check OPENAI_API_KEY"), "{shown}");
         }
     }
+    fake.server().assert_no_unscripted();
 }
 
 async fn retries_an_unreachable_server_then_says_where(api: Api) {
@@ -365,7 +402,7 @@ async fn retries_an_unreachable_server_then_says_where(api: Api) {
         Api::Anthropic => format!("http://127.0.0.1:{port}"),
         Api::OpenAi => format!("http://127.0.0.1:{port}/v1"),
     };
-    let (model, _) = model_at(api, base.clone(), 1);
+    let (model, _) = model_at(api, base.clone(), 1, QUICK);
     let message =
         backend_message(complete(&*model, request(vec![ChatMessage::user("Alice: hi")])).await);
     assert!(
@@ -401,6 +438,7 @@ for_both_backends!(
     streams_text,
     round_trips_a_tool_call,
     retries_a_rate_limit_as_told,
+    waits_as_long_as_retry_after_says,
     gives_up_after_max_retries,
     does_not_retry_a_bad_request,
     sends_the_key_but_never_shows_it,

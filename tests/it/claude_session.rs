@@ -16,6 +16,7 @@ use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::fakes::anthropic::inherited_cli_vars;
 use crate::fakes::{claude_bin, FakeAnthropic, Step};
 
 /// Upper bound for any single wait on the CLI or the fake.
@@ -45,24 +46,6 @@ impl Sandbox {
 
     /// Options for agent `name` (the fake finds its script by the identity line in the prompt).
     fn options(&self, fake: &FakeAnthropic, name: &str, session: SessionStart) -> CliOptions {
-        let home = self.home.path();
-        let env = [
-            ("HOME", home.display().to_string()),
-            // Pinned too, so a developer's own CLAUDE_CONFIG_DIR cannot redirect the sessions.
-            (
-                "CLAUDE_CONFIG_DIR",
-                home.join(".claude").display().to_string(),
-            ),
-            (
-                "XDG_CONFIG_HOME",
-                home.join(".config").display().to_string(),
-            ),
-            ("ANTHROPIC_BASE_URL", fake.base_url()),
-            ("ANTHROPIC_API_KEY", "sk-fake".to_owned()),
-            ("DISABLE_TELEMETRY", "1".to_owned()),
-            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_owned()),
-            ("CLAUDE_CODE_MAX_RETRIES", "0".to_owned()),
-        ];
         CliOptions {
             program: claude_bin(),
             cwd: self.cwd().to_path_buf(),
@@ -82,8 +65,8 @@ impl Sandbox {
                     "required": ["description", "assertion"],
                 }),
             }],
-            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            env_remove: Vec::new(),
+            env: fake.cli_env(self.home.path()),
+            env_remove: inherited_cli_vars(),
             disallowed_tools: Vec::new(),
         }
     }

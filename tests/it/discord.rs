@@ -84,15 +84,10 @@ fn serve_cli(
 ) -> Child {
     let mut command = serve_command(project, fake, allowed, &[]);
     command
+        .envs(model.cli_env(home))
         .env("TAVERN_MODEL__JAKE", "none")
         .env("TAVERN_MODEL__MORTAL", "claude-code:fake-model")
-        .env("TAVERN_CLAUDE_BIN", crate::fakes::claude_bin())
-        .env("HOME", home)
-        .env("ANTHROPIC_BASE_URL", model.base_url())
-        .env("ANTHROPIC_API_KEY", "sk-fake")
-        .env("DISABLE_TELEMETRY", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("CLAUDE_CODE_MAX_RETRIES", "0");
+        .env("TAVERN_CLAUDE_BIN", crate::fakes::claude_bin());
     command.spawn().expect("start tavern serve")
 }
 

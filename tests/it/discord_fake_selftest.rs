@@ -18,6 +18,7 @@ use crate::discord_fake::{
     FakeDiscord, InteractionResponse, World, BOT_ID, GUILD_ID, GUILD_NAME, MAIN_CHANNEL,
     MAIN_CHANNEL_NAME,
 };
+use crate::fakes::Watched;
 
 /// The bound on each step.
 const STEP: Duration = Duration::from_secs(5);
@@ -59,45 +60,37 @@ async fn slow(ctx: Ctx<'_>) -> Result<(), Error> {
 /// What the bot's handlers saw, as short strings, plus any `Event::Unknown`.
 #[derive(Default)]
 struct Seen {
-    events: Mutex<Vec<String>>,
+    events: Watched<Vec<String>>,
     unknown: Mutex<Vec<String>>,
     ctx: Mutex<Option<serenity::Context>>,
-    changed: tokio::sync::Notify,
+}
+
+/// How many of `events` start with `prefix`.
+fn count_in(events: &[String], prefix: &str) -> usize {
+    events.iter().filter(|e| e.starts_with(prefix)).count()
 }
 
 impl Seen {
     fn push(&self, event: String) {
-        self.events.lock().unwrap().push(event);
-        self.changed.notify_waiters();
+        self.events.lock().push(event);
+        self.events.changed();
     }
 
     fn count(&self, prefix: &str) -> usize {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.starts_with(prefix))
-            .count()
+        count_in(&self.events.lock(), prefix)
     }
 
     /// Waits until `n` events start with `prefix`; panics with everything seen on timeout.
     async fn wait(&self, prefix: &str, n: usize, timeout: Duration) {
-        let done = async {
-            loop {
-                let notified = self.changed.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if self.count(prefix) >= n {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(timeout, done).await.is_err() {
+        let seen = self
+            .events
+            .wait_async(timeout, |events| count_in(events, prefix) >= n)
+            .await;
+        if !seen {
             panic!(
                 "timed out after {timeout:?} waiting for {n} event(s) {prefix:?}; seen: {:#?}; \
                  undecodable (Event::Unknown): {:#?}",
-                self.events.lock().unwrap(),
+                self.events.lock(),
                 self.unknown.lock().unwrap()
             );
         }

@@ -324,6 +324,8 @@ async fn scripts_are_per_agent_and_errors_are_consumed_as_steps() {
     assert_eq!(steps, [Some(0), Some(1), None]);
     assert_eq!(fake.requests_for("Sam").len(), 2);
     assert_eq!(fake.requests_for("").len(), 1);
+    // Sam's two requests were both scripted; the fallbacks are named once each.
+    assert_eq!(fake.unscripted(), ["Frodo", ""]);
 
     // Re-scripting replaces the script and restarts its counter.
     fake.script("Frodo", vec![Step::text("second script")]);
@@ -612,9 +614,7 @@ fn the_real_claude_cli_writes_a_file_then_answers_against_the_fake() {
             "--verbose",
         ])
         .args(["--allowedTools", "Write"])
-        .args(["--append-system-prompt", "Your name is Frodo (mortal)."])
-        // A broken fake should fail fast rather than sit through ten retries.
-        .env("CLAUDE_CODE_MAX_RETRIES", "0");
+        .args(["--append-system-prompt", "Your name is Frodo (mortal)."]);
 
     let output = output_with_timeout(command, Duration::from_secs(60));
 
@@ -645,7 +645,10 @@ fn the_real_claude_cli_writes_a_file_then_answers_against_the_fake() {
     assert_eq!(requests.len(), 2, "{:#?}", fake.requests());
     for request in &requests {
         assert_eq!(request.path, "/v1/messages");
-        assert_eq!(request.header("x-api-key"), Some("sk-fake"));
+        assert_eq!(
+            request.header("x-api-key"),
+            Some(crate::fakes::anthropic::API_KEY)
+        );
         assert_eq!(request.body["stream"], true);
     }
     assert_eq!(requests[0].step, Some(0));

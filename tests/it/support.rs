@@ -278,10 +278,19 @@ impl Console {
         self.child.id().expect("the console is running")
     }
 
-    /// Sends `/quit` and waits for a clean exit; returns the remaining output.
+    /// Sends `/quit` and waits for a clean exit; returns the output not yet read (see
+    /// [`Console::quit_with_transcript`] for all of it).
     pub async fn quit(mut self) -> Vec<String> {
         self.send("/quit").await;
         self.finish().await
+    }
+
+    /// Sends `/quit` and waits for a clean exit; returns every line the console printed, from its
+    /// first (unlike [`Console::quit`], which returns only those after the last expectation).
+    pub async fn quit_with_transcript(self) -> Vec<String> {
+        let mut transcript = self.transcript.clone();
+        transcript.extend(self.quit().await);
+        transcript
     }
 
     /// Closes stdin (end of input) and waits for exit.

@@ -37,7 +37,7 @@ mod rest;
 mod world;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Map, Value};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 #[allow(unused_imports)]
 pub use world::{
@@ -55,6 +55,7 @@ pub use world::{
     GUILD_ID, GUILD_NAME, INTERACTION_DEADLINE, MAIN_CHANNEL, MAIN_CHANNEL_NAME, OWNER_ID,
 };
 
+use crate::fakes::Watched;
 use world::{value_id, DelayRule, FailRule, Out};
 
 /// How long a dropped fake lets in-flight responses finish before its runtime cancels them.
@@ -62,20 +63,15 @@ const DRAIN: Duration = Duration::from_millis(500);
 
 /// The state shared by the server's handlers and the test's [`FakeDiscord`] handle.
 ///
-/// A std `Mutex`: no handler holds it across an `.await`, so sync test code can use it too.
+/// No handler holds the lock across an `.await`, so sync test code can use it too. Waiters
+/// ([`FakeDiscord::wait_for`], [`FakeDiscord::wait_for_async`]) are woken after every change.
 pub(crate) struct Shared {
-    world: Mutex<World>,
-    /// Wakes sync waiters ([`FakeDiscord::wait_for`]) after every change.
-    changed: Condvar,
-    /// Wakes async waiters ([`FakeDiscord::wait_for_async`]) after every change.
-    changed_async: Notify,
+    world: Watched<World>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, World> {
-        // Every change is a short block of assignments; a panic in one cannot leave the world in a
-        // state worse than "half a request applied", which is still worth reading.
-        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+        self.world.lock()
     }
 
     /// Reads the world without waking anyone.
@@ -89,8 +85,7 @@ impl Shared {
     /// their check or finds them waiting when the notification goes out.
     fn mutate<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
         let result = f(&mut self.lock());
-        self.changed.notify_all();
-        self.changed_async.notify_waiters();
+        self.world.changed();
         result
     }
 }
@@ -116,9 +111,7 @@ impl FakeDiscord {
             .local_addr()
             .expect("a bound listener has a local address");
         let shared = Arc::new(Shared {
-            world: Mutex::new(World::new(format!("http://{addr}"))),
-            changed: Condvar::new(),
-            changed_async: Notify::new(),
+            world: Watched::new(World::new(format!("http://{addr}"))),
         });
         let router = Router::new()
             .route("/ws", get(gateway::upgrade))
@@ -497,41 +490,12 @@ impl FakeDiscord {
     /// For sync tests, or tests whose bot is another process. An async test whose bot runs on the
     /// test's own runtime must use [`FakeDiscord::wait_for_async`], or it would block the bot.
     pub fn wait_for(&self, done: impl Fn(&World) -> bool, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut world = self.shared.lock();
-        loop {
-            if done(&world) {
-                return true;
-            }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return false;
-            };
-            world = self
-                .shared
-                .changed
-                .wait_timeout(world, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        self.shared.world.wait(timeout, done)
     }
 
     /// Waits until `done(world)` holds; false if `timeout` passed first.
     pub async fn wait_for_async(&self, done: impl Fn(&World) -> bool, timeout: Duration) -> bool {
-        let shared = &self.shared;
-        let changed = async {
-            loop {
-                // Registering interest before checking closes the gap in which a change (and its
-                // wake-up) could fall between the check and the wait.
-                let notified = shared.changed_async.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if done(&shared.lock()) {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(timeout, changed).await.is_ok()
+        self.shared.world.wait_async(timeout, done).await
     }
 
     // ------------------------------------------------------------ rate limits

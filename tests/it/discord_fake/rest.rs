@@ -213,16 +213,7 @@ fn serve_attachment(shared: &Shared, method: &Method, rest: &str) -> Response {
 }
 
 fn parse_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Req {
-    let mut map = BTreeMap::<String, String>::new();
-    for (name, value) in headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        map.entry(name.as_str().to_owned())
-            .and_modify(|joined| {
-                joined.push_str(", ");
-                joined.push_str(&value);
-            })
-            .or_insert(value);
-    }
+    let headers = crate::fakes::joined_headers(headers);
     let query = uri
         .query()
         .unwrap_or("")
@@ -233,7 +224,7 @@ fn parse_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) 
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    let content_type = map.get("content-type").cloned().unwrap_or_default();
+    let content_type = headers.get("content-type").cloned().unwrap_or_default();
     let mut bad_body = None;
     let mut files = Vec::new();
     let mut json_body = Value::Null;
@@ -272,7 +263,7 @@ fn parse_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) 
         path: uri.path().to_owned(),
         segs: Vec::new(),
         query,
-        headers: map,
+        headers,
         body: json_body,
         files,
         bad_body,

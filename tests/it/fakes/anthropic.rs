@@ -33,29 +33,58 @@ impl FakeAnthropic {
         }
     }
 
-    /// The real Claude Code CLI, wired to this fake and isolated from the machine it runs on.
+    /// The environment of a Claude Code CLI wired to this fake and isolated from the machine it runs
+    /// on, for `claude` run directly, through `tavern::claude`, or as a child of `tavern` (which
+    /// passes its environment on, `TAVERN_*` aside).
     ///
-    /// `home` holds the CLI's settings and sessions and `cwd` is the project it works in. Inherited
-    /// `ANTHROPIC_*` and `CLAUDE_*` variables are removed so a developer's own key or config dir can
-    /// never leak into (or be reached from) a test. Add `-p`, `--output-format`, … as needed.
+    /// `home` holds the CLI's settings (`home/.claude/settings.json`) and sessions. The config
+    /// directory is pinned too, so a developer's own `CLAUDE_CONFIG_DIR` cannot redirect them, and
+    /// the CLI may not retry, so a broken fake or a scripted error fails at once instead of sitting
+    /// through ten retries (a test that needs retries removes `CLAUDE_CODE_MAX_RETRIES`). The key is
+    /// [`API_KEY`].
+    pub fn cli_env(&self, home: &Path) -> Vec<(String, String)> {
+        let under_home = |dir: &str| home.join(dir).display().to_string();
+        [
+            ("HOME", home.display().to_string()),
+            ("CLAUDE_CONFIG_DIR", under_home(".claude")),
+            ("XDG_CONFIG_HOME", under_home(".config")),
+            ("ANTHROPIC_BASE_URL", self.base_url()),
+            ("ANTHROPIC_API_KEY", API_KEY.to_owned()),
+            ("DISABLE_TELEMETRY", "1".to_owned()),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_owned()),
+            ("CLAUDE_CODE_MAX_RETRIES", "0".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect()
+    }
+
+    /// The real Claude Code CLI with [`FakeAnthropic::cli_env`], working in `cwd`.
+    ///
+    /// Inherited `ANTHROPIC_*` and `CLAUDE_*` variables are removed first ([`inherited_cli_vars`]) so
+    /// a developer's own key or settings can never leak into (or be reached from) a test. Add `-p`,
+    /// `--output-format`, … as needed.
     pub fn claude_command(&self, home: &Path, cwd: &Path) -> Command {
         let mut command = Command::new(claude_bin());
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("ANTHROPIC_") || key.starts_with("CLAUDE_") {
-                command.env_remove(key.as_ref());
-            }
+        for key in inherited_cli_vars() {
+            command.env_remove(key);
         }
-        command
-            .current_dir(cwd)
-            .env("HOME", home)
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env("ANTHROPIC_BASE_URL", self.base_url())
-            .env("ANTHROPIC_API_KEY", "sk-fake")
-            .env("DISABLE_TELEMETRY", "1")
-            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+        command.current_dir(cwd).envs(self.cli_env(home));
         command
     }
+}
+
+/// The API key every CLI environment of the tests carries ([`FakeAnthropic::cli_env`]): distinctive
+/// enough that finding it anywhere but in a request's `x-api-key` header is a leak.
+pub const API_KEY: &str = "sk-fake-key-for-tests";
+
+/// The `ANTHROPIC_*` and `CLAUDE_*` variables of this process's environment, which a CLI run by a
+/// test must not inherit.
+pub fn inherited_cli_vars() -> Vec<String> {
+    std::env::vars_os()
+        .map(|(key, _)| key.to_string_lossy().into_owned())
+        .filter(|key| key.starts_with("ANTHROPIC_") || key.starts_with("CLAUDE_"))
+        .collect()
 }
 
 impl Deref for FakeAnthropic {

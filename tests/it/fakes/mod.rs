@@ -5,7 +5,9 @@
 //! of every request ([`Recorded`]), identifying the agent from its system prompt, the in-flight
 //! counter, and the host ([`FakeServer`]) that runs a dialect's router on its own OS thread and tokio
 //! runtime, so sync tests (driving a real binary with `std::process`) and async tests can both use it.
-//! It also finds and runs the real Claude Code CLI, which is what the Anthropic fake exists for.
+//! It also finds and runs the real Claude Code CLI, which is what the Anthropic fake exists for, and
+//! holds what the fake Discord shares with these fakes: state tests can wait on ([`Watched`]),
+//! header parsing ([`joined_headers`]) and the server thread ([`serve_until_stopped`]).
 
 // Each test module uses only some of these helpers, and the test binary exports nothing, so unused
 // ones would otherwise warn.
@@ -234,22 +236,29 @@ struct Incoming {
     body: Value,
 }
 
+/// A request's headers by (lower-case) name, repeated headers joined with ", " as HTTP allows.
+///
+/// Shared by the fake model servers and the fake Discord.
+pub(crate) fn joined_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::<String, String>::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        map.entry(name.as_str().to_owned())
+            .and_modify(|joined| {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    map
+}
+
 impl Incoming {
     fn new(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Incoming {
-        let mut map = BTreeMap::<String, String>::new();
-        for (name, value) in headers {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            map.entry(name.as_str().to_owned())
-                .and_modify(|joined| {
-                    joined.push_str(", ");
-                    joined.push_str(&value);
-                })
-                .or_insert(value);
-        }
         Incoming {
             method: method.as_str().to_owned(),
             path: uri.path().to_owned(),
-            headers: map,
+            headers: joined_headers(headers),
             body: serde_json::from_slice(body).unwrap_or(Value::Null),
         }
     }
@@ -282,63 +291,75 @@ struct State {
     delay: Duration,
 }
 
-/// The state shared by the server's handlers and the test's [`FakeServer`] handle.
+/// A value behind a std `Mutex` that tests can wait on, from sync code (a `Condvar`) or async code
+/// (a `Notify`), until a condition on it holds.
 ///
-/// The lock is a std `Mutex` because no handler holds it across an `.await`: each takes it for one
-/// short block (pick a step and record, or read the delay), so tests can also use it from sync code.
-#[derive(Default)]
-struct Shared {
-    state: Mutex<State>,
-    /// Wakes sync waiters ([`FakeServer::wait_for_requests`], [`FakeServer::wait_for_idle`]) when a
-    /// model request is recorded or finishes.
+/// Whoever changes what a condition reads calls [`Watched::changed`] afterwards. Shared by the fake
+/// model servers, the fake Discord and the fake Discord's self-tests.
+pub(crate) struct Watched<T> {
+    value: Mutex<T>,
     changed: Condvar,
-    /// Wakes async waiters for the same reasons.
     changed_async: Notify,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    /// Source of the ids in replies (`msg_fake_N`, `toolu_fake_N`, …), unique per server.
-    next_id: AtomicU64,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panicking handler cannot leave the state half-updated (each block is a few assignments),
-        // so a poisoned lock is still good to read.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+impl<T: Default> Default for Watched<T> {
+    fn default() -> Watched<T> {
+        Watched::new(T::default())
+    }
+}
+
+impl<T> Watched<T> {
+    pub(crate) fn new(value: T) -> Watched<T> {
+        Watched {
+            value: Mutex::new(value),
+            changed: Condvar::new(),
+            changed_async: Notify::new(),
+        }
+    }
+
+    /// The value, under the lock (never hold it across an `.await`).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        // Every change is a short block of assignments, so a panic in one cannot leave the value
+        // worse than half-updated, which is still worth reading.
+        self.value.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Wakes every waiter so it re-checks its condition.
     ///
-    /// Taking the lock first matters for the sync waiters: they check their condition and start
-    /// waiting under the lock, so a change made before this point is seen by the check, and one made
-    /// after it finds them waiting; no wake-up falls in between.
-    fn notify_change(&self) {
+    /// Taking the lock first matters for sync waiters when a condition also reads something outside
+    /// the value (an atomic): they check and start waiting under the lock, so a change made before
+    /// this point is seen by the check, and one made after it finds them waiting; no wake-up falls in
+    /// between.
+    pub(crate) fn changed(&self) {
         drop(self.lock());
         self.changed.notify_all();
         self.changed_async.notify_waiters();
     }
 
-    /// Blocks until `done` holds (checked under the state lock) or `timeout` passes.
-    fn wait_until(&self, timeout: Duration, done: impl Fn(&State) -> bool) -> bool {
+    /// Blocks until `done` holds (checked under the lock) or `timeout` passes; false on timeout.
+    ///
+    /// For sync code only: an async test whose client runs on its own runtime must use
+    /// [`Watched::wait_async`], or it would block the very client it waits for.
+    pub(crate) fn wait(&self, timeout: Duration, done: impl Fn(&T) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut state = self.lock();
+        let mut value = self.lock();
         loop {
-            if done(&state) {
+            if done(&value) {
                 return true;
             }
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
             };
-            state = self
+            value = self
                 .changed
-                .wait_timeout(state, left)
+                .wait_timeout(value, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
     }
 
-    /// Waits until `done` holds (checked under the state lock) or `timeout` passes.
-    async fn wait_until_async(&self, timeout: Duration, done: impl Fn(&State) -> bool) -> bool {
+    /// Waits until `done` holds (checked under the lock) or `timeout` passes; false on timeout.
+    pub(crate) async fn wait_async(&self, timeout: Duration, done: impl Fn(&T) -> bool) -> bool {
         let changed = async {
             loop {
                 // Registering interest before checking closes the gap in which a change (and its
@@ -353,6 +374,32 @@ impl Shared {
             }
         };
         tokio::time::timeout(timeout, changed).await.is_ok()
+    }
+}
+
+/// The state shared by the server's handlers and the test's [`FakeServer`] handle.
+///
+/// No handler holds the lock across an `.await`: each takes it for one short block (pick a step and
+/// record, or read the delay), so tests can also use it from sync code.
+#[derive(Default)]
+struct Shared {
+    /// Its waiters ([`FakeServer::wait_for_requests`], [`FakeServer::wait_for_idle`], …) are woken
+    /// when a model request is recorded or finishes.
+    state: Watched<State>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    /// Source of the ids in replies (`msg_fake_N`, `toolu_fake_N`, …), unique per server.
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
+    }
+
+    /// Wakes every waiter so it re-checks its condition.
+    fn notify_change(&self) {
+        self.state.changed();
     }
 
     fn next_id(&self) -> u64 {
@@ -522,6 +569,34 @@ impl FakeServer {
             .collect()
     }
 
+    /// The agents whose model requests found their script used up (or had none) and got the
+    /// fallback text, each once, in the order of their first such request. Tests whose number of model calls
+    /// is fixed assert this is empty, so a call more than they scripted cannot pass unnoticed.
+    pub fn unscripted(&self) -> Vec<String> {
+        let state = self.shared.lock();
+        let mut agents: Vec<String> = Vec::new();
+        for request in state
+            .requests
+            .iter()
+            .filter(|r| r.is_model && r.step.is_none())
+        {
+            if !agents.contains(&request.agent) {
+                agents.push(request.agent.clone());
+            }
+        }
+        agents
+    }
+
+    /// Panics naming every agent that got an unscripted request ([`FakeServer::unscripted`]), if any.
+    pub fn assert_no_unscripted(&self) {
+        let unscripted = self.unscripted();
+        assert!(
+            unscripted.is_empty(),
+            "the fake answered unscripted model requests of {unscripted:?} (\"\" is a request \
+             without an identity line); the test made more model calls than it scripted"
+        );
+    }
+
     /// Model requests being served right now (counted until the response body is fully written or
     /// the client went away).
     pub fn in_flight(&self) -> usize {
@@ -545,13 +620,15 @@ impl FakeServer {
     /// block the very client it waits for.
     pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
         self.shared
-            .wait_until(timeout, |state| state.model_requests >= n)
+            .state
+            .wait(timeout, |state| state.model_requests >= n)
     }
 
     /// Waits until at least `n` model requests were recorded; false if `timeout` passed first.
     pub async fn wait_for_requests_async(&self, n: usize, timeout: Duration) -> bool {
         self.shared
-            .wait_until_async(timeout, |state| state.model_requests >= n)
+            .state
+            .wait_async(timeout, |state| state.model_requests >= n)
             .await
     }
 
@@ -561,14 +638,17 @@ impl FakeServer {
     /// server drops a request as soon as it notices its client has gone, even mid-delay.
     pub fn wait_for_idle(&self, timeout: Duration) -> bool {
         let shared = &self.shared;
-        shared.wait_until(timeout, |_| shared.in_flight.load(Ordering::SeqCst) == 0)
+        shared
+            .state
+            .wait(timeout, |_| shared.in_flight.load(Ordering::SeqCst) == 0)
     }
 
     /// Waits until no model request is in flight; false if `timeout` passed first.
     pub async fn wait_for_idle_async(&self, timeout: Duration) -> bool {
         let shared = &self.shared;
         shared
-            .wait_until_async(timeout, |_| shared.in_flight.load(Ordering::SeqCst) == 0)
+            .state
+            .wait_async(timeout, |_| shared.in_flight.load(Ordering::SeqCst) == 0)
             .await
     }
 }
