@@ -5,7 +5,6 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use nix::fcntl::{Flock, FlockArg};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,9 +31,9 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// Another Tavern process has this project open.
-    #[error("another Tavern is already running on this project ({path} is locked); stop it first — there is exactly one Jake per project")]
+    #[error("another Tavern is already running on this project (it holds the lock on {path}); stop it first — there is exactly one Jake per project")]
     Locked {
-        /// The lock file.
+        /// The locked directory.
         path: PathBuf,
     },
     /// The command log could not be opened or replayed.
@@ -139,7 +138,8 @@ pub struct App {
     tasks: Option<ExecutorTasks>,
     /// Events from before any work resumed, for the surface that shows them (see [`App::take_events`]).
     events: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<crate::executor::Event>>>,
-    _lock: Flock<File>,
+    /// The open `.tavern/` directory, locked for as long as this tavern runs.
+    _lock: File,
 }
 
 fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
@@ -166,8 +166,7 @@ impl App {
     pub async fn start(config: Config) -> Result<App, StartError> {
         let dir = config.tavern_dir.clone();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let lock_path = dir.join("lock");
-        let lock = acquire_lock(&lock_path).await?;
+        let lock = acquire_lock(&dir).await?;
         let store: Arc<dyn DocStore> = Arc::new(FsStore::open(&dir)?);
         let log_dir = dir.join("log");
         let (log, open_report) = Log::open(&log_dir, "main", LogOptions::default())?;
@@ -271,24 +270,27 @@ impl App {
 
 /// Takes the project's lock, so exactly one Tavern (one Jake) runs per project.
 ///
-/// A Tavern that was just killed can leave the lock held for a moment by a child process it was
+/// The lock is an exclusive `flock` on the `.tavern/` directory itself, not on a file inside it: a lock
+/// file can be deleted while a Tavern runs, and a second Tavern would then create and lock a new one.
+/// (The command log's writer also locks its file, so even a second process that got past this could not
+/// append.) A Tavern that was just killed can leave the lock held for a moment by a child process it was
 /// starting (a fork that has not exec'd yet shares the lock), so a held lock is retried for up to two
 /// seconds before it is reported.
-async fn acquire_lock(path: &std::path::Path) -> Result<Flock<File>, StartError> {
+async fn acquire_lock(dir: &std::path::Path) -> Result<File, StartError> {
     const ATTEMPTS: u32 = 40;
-    let mut file = File::create(path).map_err(io(path))?;
+    let file = File::open(dir).map_err(io(dir))?;
     for attempt in 1..=ATTEMPTS {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(lock),
-            Err((returned, _)) if attempt < ATTEMPTS => {
-                file = returned;
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if attempt < ATTEMPTS => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            Err(_) => break,
+            Err(std::fs::TryLockError::WouldBlock) => break,
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(dir)(e)),
         }
     }
     Err(StartError::Locked {
-        path: path.to_path_buf(),
+        path: dir.to_path_buf(),
     })
 }
 

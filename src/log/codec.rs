@@ -4,6 +4,17 @@
 //! A record is one flat JSON object per line. Decoding goes through a single struct with
 //! optional fields rather than `#[serde(untagged)]`, because untagged enums buffer every line
 //! into an intermediate tree and replay speed is the point of this format.
+//!
+//! # Checksums
+//!
+//! Every record line ends with its checksum, `,"ck":"xxxxxxxx"}`: the CRC-32 (IEEE) of the line's
+//! bytes before `,"ck":`, in eight lowercase hex digits. It stays valid JSON (so `jq` still reads
+//! the log) and is checked with plain byte operations before the line is parsed, so an edit or a
+//! flipped bit that leaves the JSON valid is still reported as damage rather than silently
+//! changing the replayed state. Lines written before checksums existed have no `ck` and are read
+//! as they are. A line whose checksum field itself is damaged is caught too: record lines reject
+//! unknown keys (so a damaged key name is an error), and a `ck` that does not have the exact
+//! form above is an error.
 
 use serde::de::{Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize};
@@ -72,6 +83,59 @@ struct UpdateLine<'a, O> {
     error: Option<&'a str>,
 }
 
+/// The start of the checksum field that ends every record line.
+const CK_PREFIX: &[u8] = b",\"ck\":\"";
+/// The length of the whole checksum field: prefix, eight hex digits, closing quote and brace.
+const CK_LEN: usize = CK_PREFIX.len() + 8 + 2;
+
+/// The checksum of a line's content (its bytes before the checksum field).
+fn crc(content: &[u8]) -> u32 {
+    crc32fast::hash(content)
+}
+
+/// Ends a serialized JSON object (`{...}`) with its checksum field and a `'\n'`.
+fn seal_line(mut bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    if bytes.last() != Some(&b'}') {
+        return Err("a record did not serialize to a JSON object".into());
+    }
+    bytes.pop();
+    let sum = crc(&bytes);
+    bytes.extend_from_slice(CK_PREFIX);
+    bytes.extend_from_slice(format!("{sum:08x}").as_bytes());
+    bytes.extend_from_slice(b"\"}\n");
+    Ok(bytes)
+}
+
+/// Checks a record line's checksum, if it carries one; returns whether it did.
+fn check_line(line: &[u8]) -> Result<bool, LineError> {
+    let Some(split) = line.len().checked_sub(CK_LEN) else {
+        return Ok(false);
+    };
+    let (content, field) = line.split_at(split);
+    if !field.starts_with(CK_PREFIX) || !field.ends_with(b"\"}") {
+        return Ok(false);
+    }
+    let digits = &field[CK_PREFIX.len()..CK_PREFIX.len() + 8];
+    let recorded = std::str::from_utf8(digits)
+        .ok()
+        .filter(|d| d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .and_then(|d| u32::from_str_radix(d, 16).ok())
+        .ok_or_else(|| {
+            LineError::Damaged(format!(
+                "the checksum {:?} is not eight lowercase hex digits",
+                String::from_utf8_lossy(digits)
+            ))
+        })?;
+    let actual = crc(content);
+    if actual != recorded {
+        return Err(LineError::Damaged(format!(
+            "the line's checksum does not match its content (recorded {recorded:08x}, content \
+             gives {actual:08x}): it was changed after Tavern wrote it"
+        )));
+    }
+    Ok(true)
+}
+
 /// Encodes a new entry as one line including its `'\n'`.
 pub(crate) fn encode_entry<S: Schema>(
     seq: Seq,
@@ -95,8 +159,7 @@ pub(crate) fn encode_entry<S: Schema>(
     };
     let mut bytes = Vec::with_capacity(256);
     serde_json::to_writer(&mut bytes, &line).map_err(|e| e.to_string())?;
-    bytes.push(b'\n');
-    Ok(bytes)
+    seal_line(bytes)
 }
 
 /// Encodes an update as one line including its `'\n'`.
@@ -111,8 +174,7 @@ pub(crate) fn encode_update<S: Schema>(update: &Update<S>) -> Result<Vec<u8>, St
     };
     let mut bytes = Vec::with_capacity(128);
     serde_json::to_writer(&mut bytes, &line).map_err(|e| e.to_string())?;
-    bytes.push(b'\n');
-    Ok(bytes)
+    seal_line(bytes)
 }
 
 /// Deserializes a present field as `Some`, so that a payload which itself serializes to `null`
@@ -131,8 +193,14 @@ fn present_any<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Er
 }
 
 /// The single decoding shape for record lines: an entry line is one with `intent` present.
+///
+/// Unknown keys are refused: Tavern writes exactly these, so an unknown one is damage (a key
+/// whose name was altered, such as a damaged `ck`), and an upcaster must leave only these.
 #[derive(Deserialize)]
-#[serde(bound(deserialize = "A: Deserialize<'de>, I: Deserialize<'de>, O: Deserialize<'de>"))]
+#[serde(
+    deny_unknown_fields,
+    bound(deserialize = "A: Deserialize<'de>, I: Deserialize<'de>, O: Deserialize<'de>")
+)]
 struct RawLine<A, I, O> {
     v: u32,
     seq: Seq,
@@ -154,6 +222,9 @@ struct RawLine<A, I, O> {
     outcomes: Vec<O>,
     #[serde(default)]
     error: Option<String>,
+    /// Whether the line has a checksum field; its value was checked before parsing.
+    #[serde(default, deserialize_with = "present_any")]
+    ck: bool,
 }
 
 type RawFor<S> = RawLine<<S as Schema>::Actor, <S as Schema>::Intent, <S as Schema>::Outcome>;
@@ -192,7 +263,15 @@ pub(crate) fn decode_record<S: Schema>(line: &[u8]) -> Result<Record<S>, LineErr
             e.valid_up_to() + 1
         ))
     })?;
+    let sealed = check_line(line)?;
     let typed_error = match serde_json::from_str::<RawFor<S>>(text) {
+        Ok(raw) if raw.ck && !sealed => {
+            return Err(LineError::Damaged(
+                "the checksum field \"ck\" is not in its place at the end of the line, in the \
+                 form ,\"ck\":\"xxxxxxxx\"}"
+                    .into(),
+            ))
+        }
         Ok(raw) if raw.v == S::VERSION => return raw_into_record::<S>(raw),
         Ok(_) => None,
         Err(e) => Some(e),
@@ -229,6 +308,11 @@ pub(crate) fn decode_record<S: Schema>(line: &[u8]) -> Result<Record<S>, LineErr
             "the record upcast from schema version {version} does not match the current schema: {e}"
         ))
     })?;
+    if raw.ck && !sealed {
+        return Err(LineError::Damaged(
+            "the checksum field \"ck\" is not in its place at the end of the line".into(),
+        ));
+    }
     raw_into_record::<S>(raw)
 }
 

@@ -154,6 +154,17 @@ pub enum LogError {
         /// The branch file.
         path: PathBuf,
     },
+
+    /// Another process holds the branch file's write lock.
+    #[error(
+        "{} is being written by another process (another Tavern on this project?); stop it \
+         first, because two writers would give out the same entry numbers",
+        path.display()
+    )]
+    LockedByOther {
+        /// The branch file.
+        path: PathBuf,
+    },
 }
 
 impl LogError {

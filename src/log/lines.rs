@@ -237,56 +237,156 @@ impl<'a> ForwardLines<'a> {
 /// Visits the lines of `[start, end)` from last to first, stopping when `visit` breaks.
 ///
 /// `end` must be a line boundary. The cost is proportional to the bytes visited, not to the
-/// file, which is what makes tails and "find the last entry" independent of log length.
+/// file, which is what makes tails and "find the last entry" independent of log length. It is
+/// also linear in the length of one line: every byte is read once and searched for `'\n'` once,
+/// and the buffer grows by doubling at its front, so a multi-megabyte line costs a few copies of
+/// itself rather than one copy per chunk read (which made a restart after a 10 MB line take
+/// minutes).
 pub(crate) fn scan_lines_backward<B>(
     file: &File,
     path: &Path,
     start: u64,
     end: u64,
-    mut visit: impl FnMut(u64, &[u8]) -> Result<ControlFlow<B>, LogError>,
+    visit: impl FnMut(u64, &[u8]) -> Result<ControlFlow<B>, LogError>,
 ) -> Result<Option<B>, LogError> {
-    // `buf` holds the bytes `[buf_start, line_end)`, where `line_end` is the end of the
-    // earliest line not yet visited (a line boundary).
-    let mut buf: Vec<u8> = Vec::new();
-    let mut buf_start = end;
+    scan_lines_backward_costed(file, path, start, end, visit).map(|(found, _)| found)
+}
+
+/// [`scan_lines_backward`], also saying what the scan cost.
+pub(crate) fn scan_lines_backward_costed<B>(
+    file: &File,
+    path: &Path,
+    start: u64,
+    end: u64,
+    mut visit: impl FnMut(u64, &[u8]) -> Result<ControlFlow<B>, LogError>,
+) -> Result<(Option<B>, ScanCost), LogError> {
+    let mut scan = BackwardScan::new(end);
     loop {
-        let len = buf.len();
-        if len > 0 && buf[len - 1] != b'\n' {
-            let line_end = buf_start + len as u64;
-            return Err(damaged_at(
-                file,
-                path,
-                line_end,
-                "internal error: a backward scan did not start at a line boundary",
-            ));
-        }
-        let body = &buf[..len.saturating_sub(1)];
-        match body.iter().rposition(|&b| b == b'\n') {
-            Some(i) => {
-                let line_start = i + 1;
-                if let ControlFlow::Break(b) =
-                    visit(buf_start + line_start as u64, &buf[line_start..len - 1])?
-                {
-                    return Ok(Some(b));
+        match scan.next_line(file, path, start)? {
+            Some((offset, range)) => {
+                if let ControlFlow::Break(b) = visit(offset, &scan.buf[range])? {
+                    return Ok((Some(b), scan.cost));
                 }
-                buf.truncate(line_start);
             }
-            None if buf_start > start => {
-                let new_start = buf_start.saturating_sub(BACKWARD_CHUNK).max(start);
-                let mut chunk = vec![0u8; (buf_start - new_start) as usize];
-                read_exact_at(file, &mut chunk, new_start).map_err(|e| LogError::io(path, e))?;
-                chunk.extend_from_slice(&buf);
-                buf = chunk;
-                buf_start = new_start;
+            None => return Ok((None, scan.cost)),
+        }
+    }
+}
+
+/// The state of a backward scan: file bytes held at the *end* of a buffer that grows toward its
+/// front, so reading an earlier chunk never moves what is already held (except when the buffer
+/// doubles).
+struct BackwardScan {
+    /// `buf[lo..hi]` holds the file bytes `[file_lo, file_lo + (hi - lo))`; they are the lines not
+    /// yet visited, and `hi` is a line boundary.
+    buf: Vec<u8>,
+    lo: usize,
+    hi: usize,
+    file_lo: u64,
+    /// `buf[searched..hi - 1]` is known to hold no `'\n'`, so each byte is searched once.
+    searched: usize,
+    /// Bytes read from the file and bytes moved when the buffer grew, so tests can check that the
+    /// scan is linear.
+    cost: ScanCost,
+}
+
+/// What a backward scan did, for tests of its linearity.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ScanCost {
+    /// Bytes read from the file.
+    pub read: u64,
+    /// Bytes copied from an outgrown buffer into its replacement.
+    pub moved: u64,
+}
+
+impl BackwardScan {
+    fn new(end: u64) -> Self {
+        BackwardScan {
+            buf: Vec::new(),
+            lo: 0,
+            hi: 0,
+            file_lo: end,
+            searched: 0,
+            cost: ScanCost::default(),
+        }
+    }
+
+    /// The next line back: its file offset and its range in `self.buf` (without the `'\n'`).
+    fn next_line(
+        &mut self,
+        file: &File,
+        path: &Path,
+        start: u64,
+    ) -> Result<Option<(u64, std::ops::Range<usize>)>, LogError> {
+        loop {
+            if self.hi > self.lo && self.buf[self.hi - 1] != b'\n' {
+                let line_end = self.file_lo + (self.hi - self.lo) as u64;
+                return Err(damaged_at(
+                    file,
+                    path,
+                    line_end,
+                    "internal error: a backward scan did not start at a line boundary",
+                ));
             }
-            None if len > 0 => {
+            let body_end = self.hi.saturating_sub(1).max(self.lo);
+            let search_end = self.searched.min(body_end).max(self.lo);
+            if let Some(i) = self.buf[self.lo..search_end]
+                .iter()
+                .rposition(|&b| b == b'\n')
+            {
+                let line_start = self.lo + i + 1;
+                let line = line_start..body_end;
+                self.hi = line_start;
+                self.searched = self.lo + i;
+                let offset = self.file_lo + (line_start - self.lo) as u64;
+                return Ok(Some((offset, line)));
+            }
+            self.searched = self.lo;
+            if self.file_lo > start {
+                self.read_before(file, path, start)?;
+                continue;
+            }
+            if self.hi > self.lo {
                 // What is left is the first line of the range.
-                if let ControlFlow::Break(b) = visit(start, &buf[..len - 1])? {
-                    return Ok(Some(b));
-                }
-                return Ok(None);
+                let line = self.lo..body_end;
+                self.hi = self.lo;
+                return Ok(Some((start, line)));
             }
-            None => return Ok(None),
+            return Ok(None);
         }
+    }
+
+    /// Reads the chunk just before what is held: at least `BACKWARD_CHUNK`, and as much as is
+    /// already held (up to 1 MiB), so a long line takes a logarithmic number of reads.
+    fn read_before(&mut self, file: &File, path: &Path, start: u64) -> Result<(), LogError> {
+        let held = (self.hi - self.lo) as u64;
+        let want = held
+            .clamp(BACKWARD_CHUNK, 1 << 20)
+            .min(self.file_lo - start);
+        let want = usize::try_from(want).unwrap_or(usize::MAX);
+        if self.lo < want {
+            // Grow by doubling, keeping the held bytes at the end of the new buffer.
+            let held = self.hi - self.lo;
+            let cap = (self.buf.len() * 2)
+                .max(held + want)
+                .max(BACKWARD_CHUNK as usize);
+            let mut grown = vec![0u8; cap];
+            let new_lo = cap - held;
+            grown[new_lo..].copy_from_slice(&self.buf[self.lo..self.hi]);
+            self.cost.moved += held as u64;
+            self.searched = self.searched - self.lo + new_lo;
+            self.buf = grown;
+            self.lo = new_lo;
+            self.hi = cap;
+        }
+        let new_lo = self.lo - want;
+        let new_file_lo = self.file_lo - want as u64;
+        read_exact_at(file, &mut self.buf[new_lo..self.lo], new_file_lo)
+            .map_err(|e| LogError::io(path, e))?;
+        self.lo = new_lo;
+        self.file_lo = new_file_lo;
+        self.cost.read += want as u64;
+        Ok(())
     }
 }

@@ -307,9 +307,14 @@ async fn append_and_read_round_trip() {
             "empty outcomes are omitted: {}",
             lines[2]
         );
+        // Every record ends with the CRC-32 of what comes before its checksum field.
+        let content = r#"{"v":2,"seq":2,"ts":2002,"status":"executed","outcomes":[{"note":"ok"}]"#;
         assert_eq!(
             lines[3],
-            r#"{"v":2,"seq":2,"ts":2002,"status":"executed","outcomes":[{"note":"ok"}]}"#
+            format!(
+                r#"{content},"ck":"{:08x}"}}"#,
+                crc32fast::hash(content.as_bytes())
+            )
         );
 
         let (reopened, report) = Log::<T>::open(dir.path(), "main", LogOptions::default()).unwrap();
@@ -1423,3 +1428,5 @@ proptest! {
         prop_assert_eq!(find_newline(&hay), hay.iter().position(|&b| b == b'\n'));
     }
 }
+
+mod integrity;

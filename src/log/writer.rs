@@ -118,8 +118,9 @@ fn call_hook(hook: &Option<Hook>, phase: Phase) -> std::io::Result<()> {
 /// Branch files that have a writer in this process.
 ///
 /// The format has no way to tell two writers apart, and two writers would hand out the same
-/// seqs, so a second `Log::open` of the same file is refused. (Cross-process exclusion needs a
-/// file lock, which the crate's minimum Rust version does not offer in `std`.)
+/// seqs, so a second `Log::open` of the same file is refused: at once within this process (this
+/// set), and across processes by an exclusive lock on the open file itself (see
+/// [`lock_exclusive`]), which no one can take away by deleting a lock file.
 static OPEN_WRITERS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 /// Membership in [`OPEN_WRITERS`], released when the writer thread ends.
@@ -146,6 +147,29 @@ impl Drop for WriterClaim {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.key);
     }
+}
+
+/// Takes an exclusive advisory lock (`flock`) on the branch file for as long as `file` is open.
+///
+/// The lock belongs to the open file, not to a path, so deleting or replacing a lock file cannot
+/// let a second writer in. A process that was just killed, or this process while it starts a
+/// child, can hold the lock for a moment through a forked child that has not yet exec'd (the
+/// descriptor is close-on-exec), so a held lock is retried briefly before it is reported.
+fn lock_exclusive(file: &File, path: &Path) -> Result<(), LogError> {
+    const ATTEMPTS: u32 = 100;
+    for attempt in 1..=ATTEMPTS {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if attempt < ATTEMPTS => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => break,
+            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::io(path, e)),
+        }
+    }
+    Err(LogError::LockedByOther {
+        path: path.to_path_buf(),
+    })
 }
 
 /// One queued record.
@@ -394,6 +418,7 @@ impl<S: Schema> Log<S> {
             .append(true)
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
+        lock_exclusive(&file, &path)?;
 
         let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
         let boundary = lines::last_line_boundary(&file, &path, 0, len)?.ok_or_else(|| {
