@@ -5,6 +5,10 @@
 //! reap, which is what `/reap` and a parent's "dismiss that child now" do. The time counted ends when
 //! the last intent is acknowledged (durable in the log); documents are written behind it, and the time
 //! until they are all written is printed separately.
+//!
+//! `summon with N live agents` measures what one summon costs (until acknowledged) while N agents are
+//! alive, each with its own task: the 10th summon against the 1,000th. Each timed summon is reaped
+//! afterwards, untimed, so the number of live agents stays N however many iterations criterion runs.
 
 use std::time::{Duration, Instant};
 
@@ -125,5 +129,86 @@ fn summons_and_dismissals(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, summons_and_dismissals);
+fn summon_intent(assignment: String) -> Intent {
+    Intent::Summon(Summon {
+        parent: "Jake".into(),
+        assignment: Some(assignment),
+        kind: AgentKind::Mortal,
+        expert: None,
+        name: None,
+        model: None,
+        workdir: None,
+    })
+}
+
+/// Summons one agent and returns its name.
+async fn summon_one(tavern: &tavern::executor::Tavern, assignment: String) -> String {
+    let receipt = tavern
+        .submit(Actor::User("bench".into()), summon_intent(assignment), None)
+        .await
+        .expect("summon");
+    let tavern::executor::Receipt::Accepted { outcomes, .. } = receipt else {
+        panic!("the summon was refused: {receipt:?}");
+    };
+    outcomes
+        .into_iter()
+        .find_map(|o| match o {
+            tavern::domain::Outcome::AgentSummoned(n) => Some(n.name),
+            _ => None,
+        })
+        .expect("a summon names its agent")
+}
+
+fn summon_with_live_agents(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("summon with N live agents");
+    group.sample_size(30);
+    group.measurement_time(Duration::from_secs(15));
+    for live in [10usize, 1000] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+        let app = runtime
+            .block_on(App::start(config(dir.path())))
+            .expect("start a tavern");
+        let tavern = app.tavern.clone();
+        // Jake is one of the live agents; the summon measured is the `live`-th.
+        runtime.block_on(async {
+            for i in 1..live - 1 {
+                summon_one(&tavern, format!("standing task {i}")).await;
+            }
+            tavern.flush().await;
+        });
+        group.bench_function(format!("the {live}th summon"), |b| {
+            b.to_async(&runtime).iter_custom(|iters| {
+                let tavern = tavern.clone();
+                async move {
+                    let mut total = Duration::ZERO;
+                    for i in 0..iters {
+                        let start = Instant::now();
+                        let name = summon_one(&tavern, format!("measured task {i}")).await;
+                        total += start.elapsed();
+                        tavern
+                            .submit(
+                                Actor::User("bench".into()),
+                                Intent::Reap {
+                                    agent: name,
+                                    reason: "keep the number of live agents".into(),
+                                },
+                                None,
+                            )
+                            .await
+                            .expect("reap");
+                    }
+                    total
+                }
+            })
+        });
+        runtime.block_on(app.shutdown()).expect("shutdown");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, summons_and_dismissals, summon_with_live_agents);
 criterion_main!(benches);

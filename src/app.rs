@@ -8,11 +8,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::blackboard::{DocId, DocStore, FsStore, StoreError, Watch};
+use crate::blackboard::{Collection, DocId, DocStore, FsStore, StoreError, Watch};
 use crate::config::Config;
 use crate::domain::{Actor, Intent, TavernState};
 use crate::executor::{
-    DocumentState, ExecError, ExecutorTasks, ExternalEdit, Receipt, Settings, Tavern,
+    DocumentState, ExecError, ExecutorTasks, ExternalEdit, Receipt, SetAside, Settings, Tavern,
 };
 use crate::log::{Log, LogError, LogOptions, Seq, Status};
 use crate::model::Models;
@@ -48,6 +48,26 @@ pub enum StartError {
     /// The tavern could not be opened.
     #[error("could not open the tavern: {0}")]
     Open(String),
+    /// The log is gone (or empty) while documents of an earlier tavern remain.
+    #[error(
+        "{} holds {documents} documents of an earlier tavern (agents/, messages/, work/), but its \
+         command log {} {problem}. The log is the tavern's state: starting now would orphan those \
+         documents and overwrite any whose name is used again. Restore the log (from a backup or \
+         version control), or move {} away to start a new tavern there.",
+        tavern_dir.display(),
+        log.display(),
+        tavern_dir.display()
+    )]
+    LogMissing {
+        /// The `.tavern/` directory.
+        tavern_dir: PathBuf,
+        /// The missing or empty branch file.
+        log: PathBuf,
+        /// "is missing" or "holds no entries".
+        problem: &'static str,
+        /// How many documents were found.
+        documents: usize,
+    },
 }
 
 /// What happened at start, for the person starting it.
@@ -59,6 +79,8 @@ pub struct StartReport {
     pub repaired_documents: usize,
     /// Documents a person edited while Tavern was stopped; each was recorded as an intent.
     pub offline_edits: usize,
+    /// Documents moved into `.tavern/attic/` (unreadable, or not accounted for by the log).
+    pub set_aside: Vec<SetAside>,
     /// Entries that were still running when Tavern stopped, and are being resumed.
     pub resumed: Vec<Seq>,
     /// Entries that were interrupted and could not be resumed (marked cancelled).
@@ -91,6 +113,14 @@ impl StartReport {
             lines.push(format!(
                 "repaired {} documents in .tavern/ from the log",
                 self.repaired_documents
+            ));
+        }
+        for set in &self.set_aside {
+            lines.push(format!(
+                "warning: .tavern/{} {}; moved it to .tavern/{}",
+                set.from.display(),
+                set.reason,
+                set.to.display()
             ));
         }
         if self.offline_edits > 0 {
@@ -169,8 +199,15 @@ impl App {
         let lock = acquire_lock(&dir).await?;
         let store: Arc<dyn DocStore> = Arc::new(FsStore::open(&dir)?);
         let log_dir = dir.join("log");
+        let main_log = log_dir.join("main.jsonl");
+        if !main_log.exists() {
+            refuse_orphaned_documents(&dir, &main_log, store.as_ref(), "is missing")?;
+        }
         let (log, open_report) = Log::open(&log_dir, "main", LogOptions::default())?;
         let state = replay(&log_dir, "main", None)?;
+        if state.jake.is_none() {
+            refuse_orphaned_documents(&dir, &main_log, store.as_ref(), "holds no entries")?;
+        }
 
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
@@ -199,8 +236,10 @@ impl App {
         };
         // Watch before repairing, so an edit made while Tavern starts is not missed.
         let watch = store.watch()?;
-        let (repaired, offline_edits) = tavern.reproject_all();
-        report.repaired_documents = repaired;
+        let found = tavern.reproject_all();
+        report.repaired_documents = found.repaired;
+        report.set_aside = found.set_aside;
+        let offline_edits = found.edited;
 
         if tavern.read(|s| s.jake.is_none()) {
             let receipt = tavern
@@ -294,6 +333,35 @@ async fn acquire_lock(dir: &std::path::Path) -> Result<File, StartError> {
     })
 }
 
+/// Refuses to start a tavern over the documents of an earlier one whose log is gone: they would be
+/// orphaned, and a name used again would overwrite its old document. Prompt overrides do not count
+/// (people put them in place before a tavern's first start).
+fn refuse_orphaned_documents(
+    tavern_dir: &std::path::Path,
+    log: &std::path::Path,
+    store: &dyn DocStore,
+    problem: &'static str,
+) -> Result<(), StartError> {
+    let mut documents = 0;
+    for collection in [
+        Collection::Agents,
+        Collection::Messages,
+        Collection::WorkPending,
+        Collection::WorkCompleted,
+    ] {
+        documents += store.list(collection)?.len();
+    }
+    if documents == 0 {
+        return Ok(());
+    }
+    Err(StartError::LogMissing {
+        tavern_dir: tavern_dir.to_path_buf(),
+        log: log.to_path_buf(),
+        problem,
+        documents,
+    })
+}
+
 /// Resumes entries that were running when Tavern stopped: verifications run again; turns are resumed
 /// by their agents' tasks; anything else is marked cancelled.
 async fn resume(tavern: &Tavern, report: &mut StartReport) -> Result<(), ExecError> {
@@ -372,8 +440,13 @@ async fn watch_documents(
             // record what is not Tavern's own.
             _ = tokio::time::sleep(wait), if !settling.is_empty() => {
                 for id in std::mem::take(&mut settling) {
-                    let content = match tavern.store().read(&id) {
-                        Ok(content) => content,
+                    let content = match tavern.read_document(&id) {
+                        Ok((content, None)) => content,
+                        // Unreadable as text: it went to the attic (and was said); write it again.
+                        Ok((_, Some(_))) => {
+                            tavern.restore(id, None);
+                            continue;
+                        }
                         Err(e) => {
                             tracing::warn!("cannot read {id} after it changed: {e}");
                             continue;

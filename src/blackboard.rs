@@ -18,6 +18,7 @@
 //! work/pending/<id>.md       work items not yet done
 //! work/completed/<id>.md     finished work items
 //! prompts/<name>.md          project overrides of compiled-in prompt text
+//! attic/<dir>/<name>.md      documents set aside (see [`DocStore::set_aside`]); never read back
 //! ```
 //!
 //! Anything else under the root (such as `log/`, which belongs to another module) is ignored.
@@ -45,6 +46,19 @@ pub use name::{DocName, NameError, NameRule, MAX_NAME_BYTES};
 
 /// The file extension every document carries on disk.
 const DOC_EXTENSION: &str = ".md";
+
+/// The directory under the root that documents are set aside into.
+const ATTIC: &str = "attic";
+
+/// Where a document set aside goes, relative to the root: `attic/<dir>/<name>.md`, or with `.<n>`
+/// before the extension for the `n`-th one of that name.
+fn attic_path(id: &DocId, n: u32) -> PathBuf {
+    let file = match n {
+        0 | 1 => id.file_name(),
+        n => format!("{}.{n}{DOC_EXTENSION}", id.name),
+    };
+    Path::new(ATTIC).join(id.collection.dir()).join(file)
+}
 
 /// One of the fixed directories of the blackboard, each holding one kind of document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -192,6 +206,13 @@ pub trait DocStore: Send + Sync + 'static {
 
     /// Removes the document. Returns `false` if it did not exist.
     fn remove(&self, id: &DocId) -> Result<bool, StoreError>;
+
+    /// Moves a document out of its collection into `attic/<collection dir>/` under the root, keeping its
+    /// bytes, so that it can be rewritten (or left absent) without losing what it held: a file that
+    /// cannot be read as text, or one nothing accounts for any more. An earlier document set aside
+    /// under the same name is kept too (the new one gets a numbered name). Returns where it went,
+    /// relative to the root, or `None` if the document did not exist.
+    fn set_aside(&self, id: &DocId) -> Result<Option<PathBuf>, StoreError>;
 
     /// Lists the documents of one collection, sorted by name.
     ///

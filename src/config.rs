@@ -15,6 +15,10 @@ use crate::model::{KindModels, ModelSpec};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
+/// The most model calls that may run at once. Far above what any provider's rate limits allow, and far
+/// below the semaphore's own limit (2^61), which panics rather than refusing.
+pub const MAX_CONCURRENT_CALLS: usize = 10_000;
+
 /// A configuration that could not be loaded. Each names the key or file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -32,6 +36,30 @@ pub enum ConfigError {
     /// The config file given with --config does not exist.
     #[error("configuration error: the config file {0} does not exist")]
     MissingFile(PathBuf),
+    /// The config file given with --config cannot be read.
+    #[error("configuration error: cannot read the config file {}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML (a number too large for TOML's 64-bit integers included).
+    #[error(
+        "configuration error in {} line {line}{}: {message}; fix that line (config/default.toml lists every key)",
+        file.display(),
+        key.as_ref().map(|k| format!(" (`{k}`)")).unwrap_or_default()
+    )]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// The 1-based line of the problem.
+        line: usize,
+        /// The dotted key being set on that line, when there is one.
+        key: Option<String>,
+        /// What the TOML parser said.
+        message: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,6 +273,7 @@ impl Config {
             if !file.exists() {
                 return Err(ConfigError::MissingFile(file.to_path_buf()));
             }
+            check_syntax(file)?;
             builder = builder.add_source(config::File::from(file).required(true));
         }
         // Only TAVERN_<SECTION>__<KEY> variables are configuration; others that happen to start with
@@ -304,6 +333,14 @@ impl Config {
         let discord = resolve_discord(&raw.discord)?;
         let max_concurrent_calls =
             positive(raw.model.max_concurrent_calls, "model.max_concurrent_calls")?;
+        if max_concurrent_calls > MAX_CONCURRENT_CALLS {
+            return Err(ConfigError::Invalid {
+                key: "model.max_concurrent_calls",
+                message: format!(
+                    "is {max_concurrent_calls}; it must be from 1 to {MAX_CONCURRENT_CALLS}"
+                ),
+            });
+        }
         let verify_timeout = seconds(raw.verify.timeout_secs, "verify.timeout_secs")?;
         let restart_window = seconds(
             raw.supervisor.restart_window_secs,
@@ -476,16 +513,70 @@ fn resolve_permissions(raw: &RawPermissions) -> Result<PermissionConfig, ConfigE
     })
 }
 
+/// Parses the file as TOML first, so a syntax error names the line and the key being set there (the
+/// `config` crate's own message for, say, an integer too large for TOML names neither).
+fn check_syntax(file: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let Err(e) = toml::from_str::<toml::Table>(&text) else {
+        return Ok(());
+    };
+    let at = e.span().map_or(0, |span| span.start).min(text.len());
+    let line = text[..at].matches('\n').count() + 1;
+    Err(ConfigError::Syntax {
+        file: file.to_path_buf(),
+        line,
+        key: key_at(&text, at),
+        message: e.message().trim().to_string(),
+    })
+}
+
+/// The dotted key assigned on the line holding byte `at`: the nearest `[table]` header above it and the
+/// bare key before `=` on that line.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|header| {
+            header
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string()
+        });
+    Some(match table {
+        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
 /// A positive, finite number of seconds that fits a `Duration`.
 fn seconds(value: f64, key: &'static str) -> Result<Duration, ConfigError> {
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| ConfigError::Invalid {
-            key,
-            message: format!(
-                "is {value}; it must be a positive number of seconds (at most about 10^19)"
-            ),
+        .ok_or_else(|| {
+            // Rust prints every digit of a large float; 1e300 is how a person wrote it.
+            let shown = if value.abs() >= 1e15 {
+                format!("{value:e}")
+            } else {
+                value.to_string()
+            };
+            ConfigError::Invalid {
+                key,
+                message: format!(
+                    "is {shown}; it must be a positive number of seconds (at most about 10^19)"
+                ),
+            }
         })
 }
 

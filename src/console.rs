@@ -118,7 +118,7 @@ pub fn parse(line: &str, jake: &str) -> Result<Option<Command>, UsageError> {
             ),
             _ => return Err(usage("/log [N]")),
         },
-        "summon" => Command::Submit(parse_summon(&words, jake)?),
+        "summon" => Command::Submit(parse_summon(args, jake)?),
         "commit" => {
             let (agent, rest) = args
                 .split_once(char::is_whitespace)
@@ -268,9 +268,40 @@ pub fn parse(line: &str, jake: &str) -> Result<Option<Command>, UsageError> {
     Ok(Some(command))
 }
 
-fn parse_summon(words: &[&str], jake: &str) -> Result<Intent, UsageError> {
+/// Splits a `/summon` line into words, where a flag's value may be quoted (`--name "two words"`,
+/// `--dir 'my dir'`). Only flag values are unquoted: the assignment is free text, where an apostrophe
+/// is just an apostrophe.
+fn summon_words(args: &str) -> Result<Vec<String>, UsageError> {
+    let mut words = Vec::new();
+    let mut rest = args.trim_start();
+    let mut value_next = false;
+    while !rest.is_empty() {
+        let quote = rest
+            .chars()
+            .next()
+            .filter(|c| value_next && matches!(c, '"' | '\''));
+        let (word, after) = match quote {
+            Some(q) => {
+                let end = rest[1..].find(q).ok_or_else(|| {
+                    UsageError(format!(
+                        "the value {rest} has no closing {q}; close the quote or drop it"
+                    ))
+                })?;
+                (&rest[1..1 + end], &rest[2 + end..])
+            }
+            None => rest.split_at(rest.find(char::is_whitespace).unwrap_or(rest.len())),
+        };
+        value_next = quote.is_none() && word.starts_with("--");
+        words.push(word.to_string());
+        rest = after.trim_start();
+    }
+    Ok(words)
+}
+
+fn parse_summon(args: &str, jake: &str) -> Result<Intent, UsageError> {
     const USAGE: &str =
         "/summon ASSIGNMENT [--type T] [--model M] [--parent NAME] [--name NAME] [--dir DIR]";
+    let words = summon_words(args)?;
     let mut assignment = Vec::new();
     let mut kind = (AgentKind::Mortal, None);
     let mut model = None;
@@ -281,10 +312,10 @@ fn parse_summon(words: &[&str], jake: &str) -> Result<Intent, UsageError> {
     while let Some(word) = it.next() {
         let mut value = |flag: &str| {
             it.next()
-                .map(|v| v.to_string())
+                .cloned()
                 .ok_or_else(|| UsageError(format!("{flag} needs a value; usage: {USAGE}")))
         };
-        match *word {
+        match word.as_str() {
             "--type" => {
                 kind = AgentKind::parse_summonable(&value("--type")?)
                     .map_err(|e| UsageError(e.to_string()))?
@@ -313,12 +344,55 @@ fn parse_summon(words: &[&str], jake: &str) -> Result<Intent, UsageError> {
     }))
 }
 
-fn say(line: impl AsRef<str>) {
-    println!("{}", line.as_ref());
+/// Whether a summon's working directory (if it names one) exists. Checked here, where the person typed
+/// it, because deciding does no IO and an agent whose directory is missing would only fail at its
+/// first turn.
+fn workdir_exists(app: &App, summon: &Summon) -> bool {
+    summon
+        .workdir
+        .as_deref()
+        .is_none_or(|dir| app.config.project.join(dir.trim()).is_dir())
+}
+
+/// The console's standard output.
+///
+/// Writing never panics. Once a write fails (the reader went away, as in `tavern console | head -1`),
+/// the output is closed: later lines are dropped and [`Output::closed`] resolves, so the console stops
+/// reading and the tavern closes as it does at end of input, with everything acknowledged kept.
+#[derive(Clone, Default)]
+pub struct Output {
+    closed: tokio_util::sync::CancellationToken,
+}
+
+impl Output {
+    /// Writes one line, unless the output is closed.
+    pub fn say(&self, line: impl AsRef<str>) {
+        use std::io::Write;
+        if self.closed.is_cancelled() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let written = writeln!(out, "{}", line.as_ref()).and_then(|()| out.flush());
+        if let Err(e) = written {
+            self.closed.cancel();
+            // Said on stderr, which is still there when only stdout was closed; if it is not, there is
+            // nobody left to tell.
+            let _ = writeln!(
+                std::io::stderr(),
+                "tavern: standard output was closed ({e}); closing the tavern"
+            );
+        }
+    }
+
+    /// Resolves once a write has failed.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
 }
 
 /// The console session state.
 struct Session {
+    out: Output,
     tavern: Tavern,
     user: String,
     joined: Option<String>,
@@ -335,26 +409,26 @@ impl Session {
         let actor = Actor::User(self.user.clone());
         match self.tavern.submit(actor, intent.clone(), None).await {
             Ok(Receipt::Accepted { seq, outcomes, .. }) => {
-                say(render::ack(seq, &intent, &outcomes))
+                self.out.say(render::ack(seq, &intent, &outcomes))
             }
-            Ok(Receipt::Rejected { seq, error }) => say(format!("error #{seq}: {error}")),
-            Err(e) => say(format!("error: {e}")),
+            Ok(Receipt::Rejected { seq, error }) => self.out.say(format!("error #{seq}: {error}")),
+            Err(e) => self.out.say(format!("error: {e}")),
         }
     }
 
     async fn handle(&mut self, app: &App, command: Command) -> bool {
         match command {
             Command::Quit => return false,
-            Command::Help => say(render::HELP),
-            Command::Agents => say(self.tavern.read(render::agent_tree)),
-            Command::Pending => say(self.tavern.read(render::pending)),
+            Command::Help => self.out.say(render::HELP),
+            Command::Agents => self.out.say(self.tavern.read(render::agent_tree)),
+            Command::Pending => self.out.say(self.tavern.read(render::pending)),
             Command::Status => {
                 let all = &app.config.models;
                 let model = [&all.jake, &all.mortal, &all.drone, &all.monitor]
                     .iter()
                     .any(|m| m.is_some())
                     .then(|| models_line(all));
-                say(self.tavern.read(|s| {
+                self.out.say(self.tavern.read(|s| {
                     render::status(
                         s,
                         &app.config.project,
@@ -368,18 +442,18 @@ impl Session {
             Command::Log(n) => match self.tavern.log().reader().tail(n) {
                 Ok(entries) => {
                     for entry in &entries {
-                        say(render::log_line(entry));
+                        self.out.say(render::log_line(entry));
                     }
                     if entries.is_empty() {
-                        say("(the log is empty)");
+                        self.out.say("(the log is empty)");
                     }
                 }
-                Err(e) => say(format!("error: {e}")),
+                Err(e) => self.out.say(format!("error: {e}")),
             },
             Command::Join(name) => {
                 let found = self.tavern.read(|s| s.agent(&name).map(|n| n.name.clone()));
                 match found {
-                    None => say(format!(
+                    None => self.out.say(format!(
                         "error: no agent is named {name:?}; /agents lists who is here"
                     )),
                     Some(name) => {
@@ -392,22 +466,31 @@ impl Session {
                             },
                         })
                         .await;
-                        say(format!("joined {name}: what you type now goes to {name}"));
+                        self.out
+                            .say(format!("joined {name}: what you type now goes to {name}"));
                         self.joined = Some(name);
                     }
                 }
             }
             Command::Leave => {
                 if self.joined.is_none() {
-                    say("you are talking to Jake already");
+                    self.out.say("you are talking to Jake already");
                 } else {
                     self.leave().await;
-                    say("back with Jake");
+                    self.out.say("back with Jake");
                 }
             }
             Command::Say(text) => {
                 let to = self.joined.clone().unwrap_or_else(|| self.jake());
                 self.submit(Intent::SendMessage { to, text }).await;
+            }
+            Command::Submit(Intent::Summon(summon)) if !workdir_exists(app, &summon) => {
+                let dir = summon.workdir.unwrap_or_default();
+                self.out.say(format!(
+                    "error: --dir {dir}: {} is not a directory; create it first or name an existing \
+                     one (relative to the project)",
+                    app.config.project.join(&dir).display()
+                ))
             }
             Command::Submit(intent) => self.submit(intent).await,
         }
@@ -441,32 +524,34 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let tavern = app.tavern.clone();
     let user = app.config.console_user.clone();
-    say(format!(
+    let out = Output::default();
+    out.say(format!(
         "Tavern console — project {} (state in {})",
         app.config.project.display(),
         app.config.tavern_dir.display()
     ));
     for line in app.report.lines() {
-        say(line);
+        out.say(line);
     }
     let models = &app.config.models;
     match &models.jake {
-        None => say(
+        None => out.say(
             "note: no model is configured, so Jake and the agents will not reply. Every command \
              still works; set ANTHROPIC_API_KEY, configure [model] (see config/default.toml), or \
              start with --model scripted:FILE for a scripted demo.",
         ),
-        Some(model) if model.starts_with("scripted:") => say(format!(
+        Some(model) if model.starts_with("scripted:") => out.say(format!(
             "note: replies come from the script {model}, not from a real model"
         )),
-        Some(_) => say(format!("models: {}", models_line(models))),
+        Some(_) => out.say(format!("models: {}", models_line(models))),
     }
-    say("Type to talk to Jake; /help lists the commands.");
+    out.say("Type to talk to Jake; /help lists the commands.");
 
     // Print every durable event as it happens, in log order.
     let mut events = app.take_events();
     let printer_tavern = tavern.clone();
     let printer_user = user.clone();
+    let printer = out.clone();
     let cancel = tavern.cancel_token().clone();
     tavern.tracker().spawn(async move {
         loop {
@@ -477,11 +562,11 @@ pub async fn run(
                         let lines = printer_tavern
                             .read(|s| render::event_lines(s, &event, &printer_user));
                         for line in lines {
-                            say(line);
+                            printer.say(line);
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
-                        say(format!("! {n} events were not shown; /log lists everything"))
+                        printer.say(format!("! {n} events were not shown; /log lists everything"))
                     }
                     Err(RecvError::Closed) => break,
                 },
@@ -490,6 +575,7 @@ pub async fn run(
     });
 
     let mut session = Session {
+        out: out.clone(),
         tavern: tavern.clone(),
         user,
         joined: None,
@@ -497,14 +583,17 @@ pub async fn run(
     let mut lines = input.lines();
     tokio::pin!(shutdown);
     loop {
+        // Biased, so a closed output stops the console before it reads (and acts on) another line.
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
+            _ = out.closed() => break,
             line = lines.next_line() => {
                 let line = match line {
                     Ok(Some(line)) => line,
                     Ok(None) => break,
                     Err(e) => {
-                        say(format!("error: cannot read the console input: {e}"));
+                        out.say(format!("error: cannot read the console input: {e}"));
                         break;
                     }
                 };
@@ -516,7 +605,7 @@ pub async fn run(
                             break;
                         }
                     }
-                    Err(e) => say(format!("error: {e}")),
+                    Err(e) => out.say(format!("error: {e}")),
                 }
             }
         }

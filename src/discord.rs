@@ -34,6 +34,9 @@ pub enum DiscordError {
     /// No token in the environment.
     #[error("DISCORD_TOKEN is not set: create a bot at https://discord.com/developers/applications, copy its token, and export DISCORD_TOKEN before `tavern serve`")]
     MissingToken,
+    /// The token is not shaped like a bot token, so no request could carry it.
+    #[error("DISCORD_TOKEN is malformed: a bot token is three parts separated by dots, in visible ASCII characters with no spaces; copy it again from the developer portal (Bot → Reset Token)")]
+    MalformedToken,
     /// A required setting is missing.
     #[error("`discord.{0}` is not set: put the id (Developer Mode → Copy ID) in the [discord] table of your config file, or set TAVERN_DISCORD__{1}")]
     MissingSetting(&'static str, &'static str),
@@ -143,7 +146,17 @@ pub fn check(config: &DiscordConfig) -> Result<(), DiscordError> {
 /// The token, from the environment only.
 pub fn token_from_env() -> Result<Secret, DiscordError> {
     match std::env::var("DISCORD_TOKEN") {
-        Ok(token) if !token.trim().is_empty() => Ok(Secret::new(token.trim())),
+        Ok(token) if !token.trim().is_empty() => {
+            let token = token.trim();
+            // Checked here, because a token that cannot go into an HTTP header fails later as what looks
+            // like a channel or permission problem.
+            let bare = token.strip_prefix("Bot ").unwrap_or(token);
+            let printable = bare.bytes().all(|b| b.is_ascii_graphic());
+            if !printable || serenity::utils::validate_token(token).is_err() {
+                return Err(DiscordError::MalformedToken);
+            }
+            Ok(Secret::new(token))
+        }
         _ => Err(DiscordError::MissingToken),
     }
 }

@@ -31,6 +31,12 @@ use crate::domain::{
     decide, projection, Actor, DecideEnv, DomainError, EditBase, Intent, Outcome, TavernSchema,
     TavernState,
 };
+mod documents;
+
+use documents::write_id;
+pub use documents::SetAside;
+pub(crate) use documents::{DocumentState, Precondition};
+
 use crate::log::{Cause, EntryDraft, Log, LogError, Millis, Record, Seq, Status, Ticket, Update};
 
 /// The current wall-clock time in milliseconds.
@@ -148,28 +154,6 @@ enum ProjectorJob {
     Restore(DocId, Option<u64>),
     /// Reply once everything queued before has been written.
     Flush(oneshot::Sender<()>),
-}
-
-/// What a document on disk is, compared with the state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DocumentState {
-    /// What the state implies.
-    Current,
-    /// Written by Tavern (its seal is intact) but behind the state.
-    Stale,
-    /// Changed (or deleted) by someone else.
-    Edited,
-}
-
-/// When the projector may overwrite a document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Precondition {
-    /// Always (at startup, before anyone else writes).
-    Unchecked,
-    /// If the file is absent, or Tavern wrote it (its seal is intact).
-    Ours,
-    /// If the file still holds the recorded edit with this hash, or Tavern wrote it.
-    Recorded(Option<u64>),
 }
 
 /// A document the projector found edited by someone else before overwriting it, handed to the watcher.
@@ -582,153 +566,12 @@ impl Tavern {
         *lock(&self.inner.last_projection_error) = Some(message);
     }
 
-    /// Writes documents, each only if its precondition holds. A file someone else changed since Tavern
-    /// wrote it (its seal is broken) and whose change is not yet recorded is handed to the watcher
-    /// instead of being overwritten, so a person's edit is never lost to a projection.
-    pub(crate) fn write_documents(&self, writes: Vec<(projection::DocWrite, Precondition)>) {
-        let store = &self.inner.store;
-        for (write, pre) in writes {
-            let id = write_id(&write).clone();
-            let current = match store.read(&id) {
-                Ok(current) => current,
-                Err(e) => {
-                    self.projection_failed(format!("cannot read {id} before rewriting it: {e}"));
-                    continue;
-                }
-            };
-            let ours = || match current.as_deref() {
-                None => true,
-                Some(c) => projection::unseal(c).1 == projection::Seal::Intact,
-            };
-            let allowed = match pre {
-                Precondition::Unchecked => true,
-                Precondition::Ours => ours(),
-                Precondition::Recorded(recorded) => {
-                    current.as_deref().map(projection::stable_hash) == recorded || ours()
-                }
-            };
-            if !allowed {
-                // Someone edited the file and the edit is not recorded yet. Record it first; its
-                // application re-projects this document.
-                let _ = self.inner.external_edits.send(id);
-                continue;
-            }
-            let result = match &write {
-                projection::DocWrite::Put(_, content) => {
-                    self.remember_base(&id, content);
-                    if current.as_deref() == Some(content.as_str()) {
-                        continue;
-                    }
-                    store.write(&id, content)
-                }
-                projection::DocWrite::Remove(_) => {
-                    if current.is_none() {
-                        continue;
-                    }
-                    store.remove(&id).map(|_| ())
-                }
-            };
-            if let Err(e) = result {
-                self.projection_failed(format!(
-                    "cannot write {id}: {e}; it will be rewritten from the log at the next start"
-                ));
-            }
-        }
-    }
-
-    fn remember_base(&self, id: &DocId, content: &str) {
-        // Only agent documents have parts a person may edit.
-        if id.collection != crate::blackboard::Collection::Agents {
-            return;
-        }
-        if let Some(base) = projection::agent_edit_base(content) {
-            let mut bases = lock(&self.inner.bases);
-            let recent = bases.entry(id.clone()).or_default();
-            if recent.iter().all(|(seal, _)| *seal != base.0) {
-                recent.push_front(base);
-                // A person's editor buffer is rarely more than a few versions behind.
-                recent.truncate(16);
-            }
-        }
-    }
-
-    /// The version of an agent document a person's edit started from, if Tavern wrote it recently.
-    pub(crate) fn edit_base(&self, id: &DocId, content: Option<&str>) -> Option<EditBase> {
-        let seal = projection::stated_seal(content?)?;
-        lock(&self.inner.bases)
-            .get(id)?
-            .iter()
-            .find(|(s, _)| *s == seal)
-            .map(|(_, base)| base.clone())
-    }
-
-    /// What a document's current content means: Tavern's own and up to date, Tavern's own but out of
-    /// date (restored quietly), or a person's edit (recorded as an intent).
-    pub(crate) fn classify(&self, id: &DocId, content: Option<&str>) -> DocumentState {
-        let expected = self.read(|s| projection::expected_content(s, id));
-        if content == expected.as_deref() {
-            return DocumentState::Current;
-        }
-        match content {
-            Some(c) if projection::unseal(c).1 == projection::Seal::Intact => DocumentState::Stale,
-            // A missing document Tavern does not manage (a deleted prompt override) is nobody's edit.
-            None if expected.is_none() => DocumentState::Current,
-            _ => DocumentState::Edited,
-        }
-    }
-
-    /// Rewrites a document from the durable state: after a person's edit of it was recorded (taken or
-    /// refused) — unless the file changed again since `recorded` was read from it — or because it was
-    /// out of date.
-    pub(crate) fn restore(&self, id: DocId, recorded: Option<&str>) {
-        let _ = self.inner.projector.send(ProjectorJob::Restore(
-            id,
-            recorded.map(projection::stable_hash),
-        ));
-    }
-
     /// Waits until every document change queued so far is written.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.inner.projector.send(ProjectorJob::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
-    }
-
-    /// Re-projects every document the durable state implies. Documents that are missing or that
-    /// Tavern wrote but a crash left out of date are rewritten (and counted); documents a person edited
-    /// while Tavern was not running are returned with their content, to be recorded before they are
-    /// restored.
-    pub(crate) fn reproject_all(&self) -> (usize, Vec<(DocId, Option<String>)>) {
-        let writes = self.read(projection::all_documents);
-        let mut repaired = 0;
-        let mut edited = Vec::new();
-        let mut to_write = Vec::new();
-        for write in writes {
-            let id = write_id(&write).clone();
-            let current = match self.inner.store.read(&id) {
-                Ok(current) => current,
-                Err(e) => {
-                    self.projection_failed(format!("cannot read {id}: {e}"));
-                    continue;
-                }
-            };
-            match (&write, self.classify(&id, current.as_deref())) {
-                (projection::DocWrite::Put(_, content), DocumentState::Current) => {
-                    self.remember_base(&id, content)
-                }
-                (_, DocumentState::Current) => {}
-                (projection::DocWrite::Put(..), DocumentState::Edited) if current.is_some() => {
-                    edited.push((id, current))
-                }
-                _ => {
-                    repaired += 1;
-                    to_write.push((write, Precondition::Unchecked));
-                }
-            }
-        }
-        self.write_documents(to_write);
-        (repaired, edited)
     }
 
     /// Starts (or resumes, after a restart) the verification of a SignalDone entry.
@@ -799,10 +642,4 @@ async fn gather(
         batch.push(job);
     }
     batch
-}
-
-fn write_id(write: &projection::DocWrite) -> &DocId {
-    match write {
-        projection::DocWrite::Put(id, _) | projection::DocWrite::Remove(id) => id,
-    }
 }

@@ -1,5 +1,6 @@
 //! The `tavern` binary: parse the command line, load the configuration, run a surface until shutdown.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,9 +38,11 @@ fn init_tracing() {
     // Quiet by default: warnings and errors only, on stderr, so the console's stdout stays clean.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colours only for a person at a terminal: escape codes in a log file or a pipe are noise.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -91,7 +94,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             let result = tavern::console::run(&mut app, stdin, shutdown_signal()).await;
             app.shutdown().await?;
-            println!("Closed the tavern. Everything acknowledged is in .tavern/.");
+            // Standard output may be closed already (the console stops when it is); nothing to tell then.
+            let _ = writeln!(
+                std::io::stdout(),
+                "Closed the tavern. Everything acknowledged is in .tavern/."
+            );
             result
         }
         Command::Serve => {
@@ -99,13 +106,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = tavern::discord::token_from_env()?;
             tavern::discord::check(&config.discord)?;
             let mut app = App::start(config).await?;
-            eprintln!("Serving the tavern on Discord; Ctrl-C or SIGTERM stops it.");
+            note("Serving the tavern on Discord; Ctrl-C or SIGTERM stops it.");
             let result = tavern::discord::serve(&mut app, token, shutdown_signal()).await;
             app.shutdown().await?;
-            eprintln!("Closed the tavern. Everything acknowledged is in .tavern/.");
+            note("Closed the tavern. Everything acknowledged is in .tavern/.");
             Ok(result?)
         }
     }
+}
+
+/// Says something on stderr. A closed stderr is not worth a panic: there is nobody left to tell.
+fn note(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+/// An error and its causes in one line, each said once: many of Tavern's errors already include their
+/// cause's text, which `{:#}` would repeat.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn main() -> ExitCode {
@@ -117,7 +146,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            note(&format!("error: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -129,7 +158,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            note(&format!("error: {}", error_text(&e)));
             ExitCode::FAILURE
         }
     }

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::error::StoreError;
 use super::fs_watch;
-use super::{Collection, DocId, DocName, DocStore, Watch, DOC_EXTENSION};
+use super::{attic_path, Collection, DocId, DocName, DocStore, Watch, ATTIC, DOC_EXTENSION};
 
 /// A [`DocStore`] backed by the `.tavern/` directory on disk.
 #[derive(Debug, Clone)]
@@ -107,6 +107,42 @@ impl DocStore for FsStore {
         }
         sync_dir(&self.root.join(id.collection.dir()))?;
         Ok(true)
+    }
+
+    fn set_aside(&self, id: &DocId) -> Result<Option<PathBuf>, StoreError> {
+        let from = self.path_of(id);
+        if !from.exists() {
+            return Ok(None);
+        }
+        let dir = self.root.join(ATTIC).join(id.collection.dir());
+        fs::create_dir_all(&dir).map_err(|source| StoreError::io(&dir, source))?;
+        // A hard link never replaces an existing file (unlike a rename), so an earlier document set
+        // aside under this name survives; the next free number is taken instead.
+        const MOST: u32 = 10_000;
+        for n in 1..=MOST {
+            let relative = attic_path(id, n);
+            let to = self.root.join(&relative);
+            match fs::hard_link(&from, &to) {
+                Ok(()) => {
+                    sync_dir(&dir)?;
+                    fs::remove_file(&from).map_err(|source| StoreError::io(&from, source))?;
+                    sync_dir(&self.root.join(id.collection.dir()))?;
+                    return Ok(Some(relative));
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(err) if err.kind() == io::ErrorKind::NotFound && !from.exists() => {
+                    return Ok(None)
+                }
+                Err(source) => return Err(StoreError::io(to, source)),
+            }
+        }
+        Err(StoreError::io(
+            dir,
+            io::Error::other(format!(
+                "{MOST} documents named {} are set aside already; clear out the attic",
+                id.name
+            )),
+        ))
     }
 
     fn list(&self, collection: Collection) -> Result<Vec<DocId>, StoreError> {

@@ -21,6 +21,8 @@ pub struct MemStore {
 struct State {
     /// Ordered so that listing a collection is already sorted by name.
     docs: BTreeMap<DocId, String>,
+    /// Documents set aside, by their path under the root.
+    attic: BTreeMap<std::path::PathBuf, String>,
     /// One sender per live [`Watch`]; senders whose watch was dropped are pruned on the next
     /// change.
     subscribers: Vec<UnboundedSender<Change>>,
@@ -80,6 +82,20 @@ impl DocStore for MemStore {
             state.publish(id, ChangeKind::Removed);
         }
         Ok(existed)
+    }
+
+    fn set_aside(&self, id: &DocId) -> Result<Option<std::path::PathBuf>, StoreError> {
+        let mut state = self.lock();
+        let Some(content) = state.docs.remove(id) else {
+            return Ok(None);
+        };
+        let path = (1..)
+            .map(|n| super::attic_path(id, n))
+            .find(|path| !state.attic.contains_key(path))
+            .expect("some numbered name is free");
+        state.attic.insert(path.clone(), content);
+        state.publish(id, ChangeKind::Removed);
+        Ok(Some(path))
     }
 
     fn list(&self, collection: Collection) -> Result<Vec<DocId>, StoreError> {

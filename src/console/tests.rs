@@ -36,6 +36,19 @@ fn summon_parses_assignment_and_flags_into_the_same_intent_a_tool_call_makes() {
 }
 
 #[test]
+fn a_summon_flag_value_may_be_quoted_and_the_assignment_keeps_its_apostrophes() {
+    let Command::Submit(Intent::Summon(summon)) =
+        ok(r#"/summon fix the user's bug --name "two words" --dir 'my dir'"#)
+    else {
+        panic!("not a summon");
+    };
+    assert_eq!(summon.assignment.as_deref(), Some("fix the user's bug"));
+    assert_eq!(summon.name.as_deref(), Some("two words"));
+    assert_eq!(summon.workdir.as_deref(), Some("my dir"));
+    assert!(err(r#"/summon x --name "two words"#).contains("has no closing \""));
+}
+
+#[test]
 fn commit_splits_description_and_assertion_at_the_double_dash() {
     assert_eq!(
         ok("/commit Sam tests pass -- cargo test -- --nocapture"),

@@ -405,6 +405,20 @@ fn choose_name(state: &TavernState, requested: Option<&str>) -> Result<String> {
             name: name.to_string(),
             reason: e.to_string(),
         })?;
+        // People type names in commands (`/join NAME`, `/done NAME`) and mention them in text, so a
+        // name is one word without quotes.
+        if name
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '`'))
+        {
+            return Err(DomainError::BadName {
+                name: name.to_string(),
+                reason:
+                    "an agent's name is one word, without spaces or quotes, so it can be typed \
+                         in commands like /join NAME"
+                        .into(),
+            });
+        }
         if state.name_taken(name) || name.eq_ignore_ascii_case("jake") {
             return Err(DomainError::BadName {
                 name: name.to_string(),

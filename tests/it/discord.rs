@@ -38,7 +38,7 @@ pub(crate) fn serve_command(
     all.push("serve");
     let mut command = tavern_command(project, &all);
     command
-        .env("DISCORD_TOKEN", "test-token")
+        .env("DISCORD_TOKEN", crate::discord_fake::TOKEN)
         .env(
             "TAVERN_DISCORD__GUILD_ID",
             crate::discord_fake::GUILD_ID.to_string(),

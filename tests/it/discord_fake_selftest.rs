@@ -231,7 +231,7 @@ fn fake_http(fake: &FakeDiscord) -> serenity::Http {
         .no_proxy()
         .build()
         .expect("build a reqwest client");
-    serenity::HttpBuilder::new("test-token")
+    serenity::HttpBuilder::new(crate::discord_fake::TOKEN)
         .client(client)
         .proxy(fake.base_url())
         .ratelimiter_disabled(true)
@@ -736,7 +736,10 @@ async fn rate_limits_failures_and_unknown_routes_surface_as_http_errors() {
     );
     let response = raw
         .post(&url)
-        .header("authorization", "Bot test-token")
+        .header(
+            "authorization",
+            format!("Bot {}", crate::discord_fake::TOKEN),
+        )
         .json(&json!({"content": "m3"}))
         .send()
         .await
@@ -760,7 +763,10 @@ async fn rate_limits_failures_and_unknown_routes_surface_as_http_errors() {
             "{}/api/v10/channels/{other}/messages",
             fake.base_url()
         ))
-        .header("authorization", "Bot test-token")
+        .header(
+            "authorization",
+            format!("Bot {}", crate::discord_fake::TOKEN),
+        )
         .json(&json!({"content": "fresh bucket"}))
         .send()
         .await

@@ -20,5 +20,6 @@ mod documents;
 mod errors;
 mod fakes;
 mod fakes_selftest;
+mod hardening;
 mod replay;
 mod tree;

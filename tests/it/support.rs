@@ -356,15 +356,20 @@ pub fn is_tree_line(line: &str) -> bool {
 pub async fn run_tavern(project: &Path, args: &[&str], input: &str) -> (bool, String, String) {
     let mut child = tavern_command(project, args).spawn().expect("start tavern");
     let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(input.as_bytes())
-        .await
-        .expect("write stdin");
-    drop(stdin);
-    let output = tokio::time::timeout(STEP, child.wait_with_output())
-        .await
-        .expect("tavern did not exit in time")
-        .expect("wait for tavern");
+    // Input is written while the output is read: a large input and a chatty answer would otherwise each
+    // wait for the other's pipe to drain. A tavern that exits before reading everything (a start that is
+    // refused) closes its end, which is not the test's failure.
+    let input = input.as_bytes().to_vec();
+    let writer = async move {
+        let _ = stdin.write_all(&input).await;
+        drop(stdin);
+    };
+    let (_, output) = tokio::time::timeout(STEP, async {
+        tokio::join!(writer, child.wait_with_output())
+    })
+    .await
+    .expect("tavern did not exit in time");
+    let output = output.expect("wait for tavern");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -52,7 +52,7 @@ pub use world::{
     intents, Attachment, Channel, Command, FilePart, GatewayFrame, Interaction,
     InteractionResponse, Msg, Reaction, RestCall, Role, Thread, User, World, APP_ID,
     ATTACHMENT_SIZE_LIMIT, BOT_ID, BOT_NAME, BOT_ROLE_ID, CONTENT_LIMIT, EMBED_TOTAL_LIMIT,
-    GUILD_ID, GUILD_NAME, INTERACTION_DEADLINE, MAIN_CHANNEL, MAIN_CHANNEL_NAME, OWNER_ID,
+    GUILD_ID, GUILD_NAME, INTERACTION_DEADLINE, MAIN_CHANNEL, MAIN_CHANNEL_NAME, OWNER_ID, TOKEN,
 };
 
 use crate::fakes::Watched;

@@ -275,10 +275,10 @@ fn process(w: &mut World, req: &Req) -> Reply {
     let authorized = req
         .headers
         .get("authorization")
-        .is_some_and(|a| a.starts_with("Bot "));
+        .is_some_and(|a| a.strip_prefix("Bot ") == Some(super::TOKEN));
     if !authorized && req.path != "/gateway" {
         w.note_unexpected(format!(
-            "REST: {} without `Authorization: Bot ...`",
+            "REST: {} without `Authorization: Bot TOKEN`",
             req.describe()
         ));
         return Reply::error(401, 0, "401: Unauthorized");

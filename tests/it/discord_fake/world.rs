@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc::UnboundedSender;
 
+/// The bot token the fake accepts (shaped like a real one: three dot-separated parts).
+pub const TOKEN: &str = "MTAwMA.ZmFrZQ.dGF2ZXJuLXRlc3QtdG9rZW4";
+
 /// The bot's user id (READY's `user`, the author of everything the bot posts).
 pub const BOT_ID: u64 = 1000;
 /// The bot's user name.
