@@ -167,7 +167,28 @@ fn bench_append(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     group.finish();
 }
 
-fn bench_replay(c: &mut Criterion, dir: &Path, n: u64) {
+/// Copies the log in `from` to `to` with every record's checksum field removed, as an earlier Tavern
+/// wrote it, so replay can be measured with and without checking checksums on the same records.
+fn strip_checksums(from: &Path, to: &Path) {
+    use std::io::{BufRead, Write};
+    let input = std::io::BufReader::new(
+        std::fs::File::open(from.join("main.jsonl")).expect("open the fixture log"),
+    );
+    let mut output = std::io::BufWriter::new(
+        std::fs::File::create(to.join("main.jsonl")).expect("create the legacy log"),
+    );
+    for line in input.lines() {
+        let line = line.expect("read a fixture line");
+        let bare = match line.rfind(r#","ck":""#) {
+            Some(at) => format!("{}}}", &line[..at]),
+            None => line,
+        };
+        writeln!(output, "{bare}").expect("write a legacy line");
+    }
+    output.flush().expect("flush the legacy log");
+}
+
+fn bench_replay(c: &mut Criterion, dir: &Path, n: u64, label: &str) {
     let reader = LogReader::<Bench>::open(dir, "main").expect("open reader");
     let replay = || {
         let mut entries = 0u64;
@@ -181,7 +202,7 @@ fn bench_replay(c: &mut Criterion, dir: &Path, n: u64) {
         assert_eq!(stats.entries, n);
         entries
     };
-    let mut group = c.benchmark_group("replay");
+    let mut group = c.benchmark_group(label);
     group.throughput(Throughput::Elements(n));
     group.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(replay));
     group.finish();
@@ -192,7 +213,7 @@ fn bench_replay(c: &mut Criterion, dir: &Path, n: u64) {
     }
     let per_round = started.elapsed() / rounds;
     eprintln!(
-        "summary: replay of {n} entries: {per_round:.2?} per replay, {:.2}M entries/s",
+        "summary: {label} of {n} entries: {per_round:.2?} per replay, {:.2}M entries/s",
         n as f64 / per_round.as_secs_f64() / 1e6
     );
 }
@@ -291,7 +312,16 @@ fn benches(c: &mut Criterion) {
         );
     }
 
-    bench_replay(c, large.path(), large_n);
+    bench_replay(c, large.path(), large_n, "replay");
+    let legacy = scratch_dir();
+    strip_checksums(large.path(), legacy.path());
+    bench_replay(
+        c,
+        legacy.path(),
+        large_n,
+        "replay (lines without checksums)",
+    );
+    drop(legacy);
     let fixtures = [(small_n, small.path()), (large_n, large.path())];
     bench_reads(c, &fixtures);
     bench_branch(c, &fixtures);

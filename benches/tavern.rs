@@ -8,7 +8,12 @@
 //!
 //! `summon with N live agents` measures what one summon costs (until acknowledged) while N agents are
 //! alive, each with its own task: the 10th summon against the 1,000th. Each timed summon is reaped
-//! afterwards, untimed, so the number of live agents stays N however many iterations criterion runs.
+//! afterwards, untimed, so the number of live agents stays N however many iterations criterion runs
+//! (the number of names taken still grows with them, as it does in a real tavern).
+//!
+//! `restart with one N MB entry` measures a restart (start, replay, re-projection, shutdown) of a
+//! tavern whose log holds one summon whose assignment is N MB, plus a chat line of N MB: what a
+//! pasted log file costs the next start. It should grow linearly with N.
 
 use std::time::{Duration, Instant};
 
@@ -200,6 +205,9 @@ fn summon_with_live_agents(c: &mut Criterion) {
                             )
                             .await
                             .expect("reap");
+                        // The documents of both are written before the next summon is timed, so each
+                        // timed summon starts from the same quiet disk.
+                        tavern.flush().await;
                     }
                     total
                 }
@@ -210,5 +218,53 @@ fn summon_with_live_agents(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, summons_and_dismissals, summon_with_live_agents);
+fn restart_with_a_huge_entry(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("restart with one N MB entry");
+    group.sample_size(10);
+    for mb in [1usize, 10] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+        runtime.block_on(async {
+            let app = App::start(config(dir.path()))
+                .await
+                .expect("start a tavern");
+            let text = "C".repeat(mb << 20);
+            summon_one(&app.tavern, text.clone()).await;
+            app.tavern
+                .submit(
+                    Actor::User("bench".into()),
+                    Intent::SendMessage {
+                        to: "Jake".into(),
+                        text,
+                    },
+                    None,
+                )
+                .await
+                .expect("chat");
+            app.shutdown().await.expect("shutdown");
+        });
+        let log = std::fs::metadata(dir.path().join(".tavern/log/main.jsonl"))
+            .expect("log exists")
+            .len();
+        eprintln!("fixture: {mb} MB entries, log of {log} bytes");
+        group.bench_function(format!("{mb} MB"), |b| {
+            b.to_async(&runtime).iter(|| async {
+                let app = App::start(config(dir.path())).await.expect("restart");
+                assert_eq!(app.report.entries, 3);
+                app.shutdown().await.expect("shutdown");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    summons_and_dismissals,
+    summon_with_live_agents,
+    restart_with_a_huge_entry
+);
 criterion_main!(benches);

@@ -75,7 +75,7 @@ pub fn theme(id: &str) -> Result<&'static Theme, NamingError> {
 
 /// Chooses the next agent name from `theme`, skipping every candidate for which `is_used` is true.
 ///
-/// Candidates are tried in this fixed order: the theme's names tier by tier, then
+/// Candidates are tried in this fixed order (see [`candidate`]): the theme's names tier by tier, then
 /// `{adjective}-{scientist}` pairs (adjective-major), then `regular-1`, `regular-2`, and so on. The
 /// reserved coordinator name `jake` is never returned. `is_used` receives each candidate exactly as
 /// spelled and must answer case-insensitively.
@@ -83,44 +83,50 @@ pub fn theme(id: &str) -> Result<&'static Theme, NamingError> {
 /// The `regular-{n}` sequence is unbounded, so this returns as long as `is_used` reports only finitely
 /// many names as used, which always holds for a predicate backed by a real tavern's list of names.
 pub fn next_name(theme: &Theme, is_used: impl Fn(&str) -> bool) -> String {
-    let available = |name: &str| !is_reserved(name) && !is_used(name);
+    next_name_from(theme, 0, is_used).0
+}
 
-    if let Some(name) = theme
-        .tiers
-        .iter()
-        .flat_map(|tier| tier.iter())
-        .find(|name| available(name))
-    {
-        return (*name).to_owned();
-    }
-
-    // One buffer is reused for every generated candidate because the fallback space is a few hundred
-    // names and the common case walks most of it once the theme is exhausted.
-    let mut candidate = String::new();
-    for adjective in themes::ADJECTIVES {
-        for scientist in themes::SCIENTISTS {
-            candidate.clear();
-            candidate.push_str(adjective);
-            candidate.push('-');
-            candidate.push_str(scientist);
-            if available(&candidate) {
-                return candidate;
-            }
-        }
-    }
-
-    let mut n: u64 = 1;
+/// Like [`next_name`], but starts at candidate `from`, and also returns the chosen candidate's index.
+///
+/// A tavern never gives a name back, so once every candidate before some index is taken it stays
+/// taken; starting there makes choosing a name cost the same for the thousandth agent as for the
+/// first, instead of walking every name already handed out.
+pub fn next_name_from(
+    theme: &Theme,
+    from: usize,
+    is_used: impl Fn(&str) -> bool,
+) -> (String, usize) {
+    let mut index = from;
     loop {
-        candidate.clear();
-        // Writing into a `String` cannot fail; the `Result` exists only to satisfy `fmt::Write`.
-        let _ = write!(candidate, "regular-{n}");
-        if available(&candidate) {
-            return candidate;
+        let name = candidate(theme, index);
+        if !is_reserved(&name) && !is_used(&name) {
+            return (name, index);
         }
-        // Saturation keeps release and debug builds identical; reaching `u64::MAX` would need more
+        // Saturation keeps release and debug builds identical; reaching `usize::MAX` would need more
         // used names than fit in memory, so the sequence never actually stalls.
-        n = n.saturating_add(1);
+        index = index.saturating_add(1);
     }
+}
+
+/// The `index`-th name [`next_name`] would try, whether or not it is taken.
+pub fn candidate(theme: &Theme, index: usize) -> String {
+    let mut rest = index;
+    for tier in theme.tiers {
+        match tier.get(rest) {
+            Some(name) => return (*name).to_owned(),
+            None => rest -= tier.len(),
+        }
+    }
+    let pairs = themes::ADJECTIVES.len() * themes::SCIENTISTS.len();
+    if rest < pairs {
+        let adjective = themes::ADJECTIVES[rest / themes::SCIENTISTS.len()];
+        let scientist = themes::SCIENTISTS[rest % themes::SCIENTISTS.len()];
+        return format!("{adjective}-{scientist}");
+    }
+    let mut name = String::new();
+    // Writing into a `String` cannot fail; the `Result` exists only to satisfy `fmt::Write`.
+    let _ = write!(name, "regular-{}", rest - pairs + 1);
+    name
 }
 
 /// Reports whether `name` is withheld from agents regardless of what the caller has used.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tavern_plugin_api::{AgentState, RestartStrategy};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Actor, Intent, Outcome, TavernState};
@@ -37,6 +37,8 @@ struct Running {
     stop: CancellationToken,
     generation: u64,
     handle: tokio::task::JoinHandle<()>,
+    /// Wakes the task when an event concerns its agent (see [`concerned`]).
+    wake: Arc<Notify>,
 }
 
 /// A replacement task never starts while the old one still runs (two tasks would run one turn twice),
@@ -85,16 +87,16 @@ pub fn wants_turn(state: &TavernState, agent: &str, models: &KindModels) -> bool
     })
 }
 
-fn mentions(event: &Event, agent: &str) -> bool {
-    event.outcomes.iter().any(|o| match o {
-        Outcome::MessagePosted(m) => {
-            matches!(&m.to, crate::domain::Party::Agent(a) if a.eq_ignore_ascii_case(agent))
-        }
-        Outcome::StateChanged { agent: a, .. } | Outcome::InboxRewound { agent: a, .. } => {
-            a.eq_ignore_ascii_case(agent)
-        }
-        _ => false,
-    })
+/// The agent an outcome concerns, whose task should look again at what it has to do.
+fn concerned(outcome: &Outcome) -> Option<&str> {
+    match outcome {
+        Outcome::MessagePosted(m) => match &m.to {
+            crate::domain::Party::Agent(a) => Some(a),
+            _ => None,
+        },
+        Outcome::StateChanged { agent, .. } | Outcome::InboxRewound { agent, .. } => Some(agent),
+        _ => None,
+    }
 }
 
 /// Ends an agent's task. A turn left open because its agent died will never resume, so it is recorded
@@ -135,11 +137,21 @@ async fn agent_task(
     sidecar: Sidecar,
     agent: String,
     stop: CancellationToken,
+    wake: Arc<Notify>,
 ) -> AgentExit {
     // The agent's runtime (its Claude Code CLI process, if it uses one) lives as long as this task, and
     // ends with it: the process never outlives the agent's supervision.
     let mut runtime = AgentRuntime::default();
-    let exit = agent_loop(&tavern, &models, &sidecar, &agent, &stop, &mut runtime).await;
+    let exit = agent_loop(
+        &tavern,
+        &models,
+        &sidecar,
+        &agent,
+        &stop,
+        &wake,
+        &mut runtime,
+    )
+    .await;
     runtime.close().await;
     exit
 }
@@ -150,10 +162,10 @@ async fn agent_loop(
     sidecar: &Sidecar,
     agent: &str,
     stop: &CancellationToken,
+    wake: &Notify,
     runtime: &mut AgentRuntime,
 ) -> AgentExit {
-    let mut events = tavern.subscribe();
-    // Bounded: each iteration either takes a turn (which consumes input) or waits for an event.
+    // Bounded: each iteration either takes a turn (which consumes input) or waits to be woken.
     loop {
         if stop.is_cancelled() {
             return stopped(tavern, agent).await;
@@ -193,17 +205,12 @@ async fn agent_loop(
                 Err(e) => return AgentExit::Failed(e.to_string()),
             }
         }
-        // Wait for something that concerns this agent.
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return stopped(tavern, agent).await,
-                event = events.recv() => match event {
-                    Ok(event) if mentions(&event, agent) => break,
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => break,
-                    Err(RecvError::Closed) => return AgentExit::Stopped,
-                },
-            }
+        // Wait for something that concerns this agent. The supervisor wakes it (a wake-up that comes
+        // before this wait is kept as a permit, so none is lost), rather than every task looking at
+        // every event: that made each event cost as much as there are live agents.
+        tokio::select! {
+            _ = stop.cancelled() => return stopped(tavern, agent).await,
+            _ = wake.notified() => {}
         }
     }
 }
@@ -274,8 +281,11 @@ impl Supervisor {
         );
         let name = agent.to_string();
         let task_stop = stop.clone();
+        let wake = Arc::new(Notify::new());
+        let task_wake = wake.clone();
         let handle = self.tavern.tracker().spawn(async move {
-            let exit = agent_task(tavern, models, sidecar, name.clone(), task_stop).await;
+            let exit =
+                agent_task(tavern, models, sidecar, name.clone(), task_stop, task_wake).await;
             // The supervisor may already be gone at shutdown; then nobody needs the report.
             let _ = exits.send((name, generation, exit));
         });
@@ -285,6 +295,7 @@ impl Supervisor {
                 stop,
                 generation,
                 handle,
+                wake,
             },
         );
     }
@@ -343,11 +354,12 @@ impl Supervisor {
                 .map(|n| n.name.clone())
                 .collect()
         });
-        let live_keys: Vec<String> = live.iter().map(|n| n.to_lowercase()).collect();
+        let live_keys: std::collections::HashSet<String> =
+            live.iter().map(|n| n.to_lowercase()).collect();
         let stale: Vec<String> = self
             .running
             .keys()
-            .filter(|k| !live_keys.contains(k))
+            .filter(|k| !live_keys.contains(*k))
             .cloned()
             .collect();
         for key in stale {
@@ -444,7 +456,13 @@ impl Supervisor {
                 _ = cancel.cancelled() => break,
                 event = events.recv() => match event {
                     Ok(event) => self.on_event(&event),
-                    Err(RecvError::Lagged(_)) => self.sync(),
+                    Err(RecvError::Lagged(_)) => {
+                        // Events were missed, so any task may have missed its wake-up.
+                        self.sync();
+                        for running in self.running.values() {
+                            running.wake.notify_one();
+                        }
+                    }
                     Err(RecvError::Closed) => break,
                 },
                 Some(agent) = self.respawns.recv() => {
@@ -477,6 +495,11 @@ impl Supervisor {
     }
 
     fn on_event(&mut self, event: &Arc<Event>) {
+        for agent in event.outcomes.iter().filter_map(concerned) {
+            if let Some(running) = self.running.get(&agent.to_lowercase()) {
+                running.wake.notify_one();
+            }
+        }
         for outcome in &event.outcomes {
             match outcome {
                 Outcome::AgentSummoned(new)

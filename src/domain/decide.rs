@@ -429,9 +429,13 @@ fn choose_name(state: &TavernState, requested: Option<&str>) -> Result<String> {
     }
     let theme_id = state.theme.as_deref().unwrap_or("lotr");
     let theme = naming::theme(theme_id).map_err(|e| DomainError::NotAllowed(e.to_string()))?;
-    Ok(naming::next_name(theme, |candidate| {
-        state.name_taken(candidate) || candidate.eq_ignore_ascii_case("jake")
-    }))
+    // Every candidate before the state's cursor is taken, so the search starts there.
+    Ok(
+        naming::next_name_from(theme, state.name_cursor, |candidate| {
+            state.name_taken(candidate) || candidate.eq_ignore_ascii_case("jake")
+        })
+        .0,
+    )
 }
 
 fn decide_summon(

@@ -376,17 +376,9 @@ pub fn documents_for(state: &TavernState, outcomes: &[Outcome]) -> Vec<DocWrite>
             writes.extend(agent_writes(node));
         }
     }
-    if !messages.is_empty() {
-        // Messages touched by one intent are the latest ones, so search from the end.
-        for message in state.messages.iter().rev() {
-            if messages.remove(&message.id) {
-                if let Some(id) = message_doc_id(message) {
-                    writes.push(DocWrite::Put(id, message_doc(message)));
-                }
-            }
-            if messages.is_empty() {
-                break;
-            }
+    for message in messages.iter().filter_map(|id| state.message(id)) {
+        if let Some(id) = message_doc_id(message) {
+            writes.push(DocWrite::Put(id, message_doc(message)));
         }
     }
     writes
@@ -428,12 +420,7 @@ pub fn all_documents(state: &TavernState) -> Vec<DocWrite> {
 pub fn expected_content(state: &TavernState, id: &DocId) -> Option<String> {
     match id.collection {
         Collection::Agents => state.agent(id.name.as_str()).map(agent_doc),
-        Collection::Messages => state
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.id == id.name.as_str())
-            .map(message_doc),
+        Collection::Messages => state.message(id.name.as_str()).map(message_doc),
         Collection::WorkPending | Collection::WorkCompleted => state
             .agent(id.name.as_str())
             .and_then(work_doc)

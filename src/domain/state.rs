@@ -3,7 +3,7 @@
 //! `apply` is synchronous and infallible and reads nothing but the record it is given: replay, branch
 //! views and the live run all go through it, so they agree by construction.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tavern_plugin_api::{
     AgentKind, AgentState, AgentView, Commitment, Expert, Modes, RestartStrategy, TaskMode, Usage,
 };
@@ -196,6 +196,11 @@ pub struct TavernState {
     /// The outside requests (Discord message, reaction and interaction ids) already recorded, so a
     /// redelivered one is recognised.
     pub origins: HashSet<String>,
+    /// The index of the first naming candidate (see `naming::candidate`) that is still free. Names are
+    /// never given back, so every earlier one stays taken and choosing a name starts here.
+    pub name_cursor: usize,
+    /// Where each message is in `messages`, by id, so a message's document is found without a search.
+    pub message_index: HashMap<String, usize>,
 }
 
 /// An approval or question for a person.
@@ -250,6 +255,26 @@ impl TavernState {
     /// Every agent in summon order.
     pub fn agents_in_order(&self) -> impl Iterator<Item = &AgentNode> {
         self.order.iter().filter_map(|key| self.agents.get(key))
+    }
+
+    /// Moves the naming cursor past the candidates that are taken now.
+    fn advance_name_cursor(&mut self) {
+        let Some(theme) = self
+            .theme
+            .as_deref()
+            .and_then(|t| crate::naming::theme(t).ok())
+        else {
+            return;
+        };
+        self.name_cursor =
+            crate::naming::next_name_from(theme, self.name_cursor, |c| self.name_taken(c)).1;
+    }
+
+    /// The message with this id.
+    pub fn message(&self, id: &str) -> Option<&Message> {
+        self.message_index
+            .get(id)
+            .and_then(|&i| self.messages.get(i))
     }
 
     /// Whether a name is taken, case-insensitively (dead agents keep their names).
@@ -389,6 +414,7 @@ impl TavernState {
                 }
                 self.agents.insert(key.clone(), AgentNode::new(new));
                 self.order.push(key);
+                self.advance_name_cursor();
             }
             Outcome::StateChanged { agent, to, .. } => {
                 if let Some(node) = self.agent_mut(agent) {
@@ -451,6 +477,8 @@ impl TavernState {
                         }
                     }
                 }
+                self.message_index
+                    .insert(message.id.clone(), self.messages.len());
                 self.messages.push(message.clone());
             }
             Outcome::ModesChanged {

@@ -257,3 +257,24 @@ fn reserved_coordinator_name_is_skipped_in_any_case() {
     let next = next_name(&WITH_JAKE, |_| false);
     assert_eq!(next, "Finn");
 }
+
+#[test]
+fn starting_from_a_cursor_chooses_what_a_walk_from_the_start_would() {
+    let theme = super::theme("lotr").unwrap();
+    let mut used = HashSet::new();
+    let mut cursor = 0;
+    // Past the theme, the pairs and into regular-N; a few names taken out of order by hand first.
+    used.insert("sam".to_string());
+    used.insert("regular-3".to_string());
+    for _ in 0..700 {
+        let walked = next_name(theme, |c| used.contains(&c.to_ascii_lowercase()));
+        let (from_cursor, index) =
+            next_name_from(theme, cursor, |c| used.contains(&c.to_ascii_lowercase()));
+        assert_eq!(walked, from_cursor);
+        assert_eq!(candidate(theme, index), from_cursor);
+        used.insert(from_cursor.to_ascii_lowercase());
+        // What a tavern keeps: the first index that may still be free.
+        cursor = next_name_from(theme, cursor, |c| used.contains(&c.to_ascii_lowercase())).1;
+    }
+    assert!(used.contains("regular-1") && !used.contains("regular-3x"));
+}
