@@ -11,6 +11,14 @@ use crate::support::{
     Project, STEP,
 };
 
+/// The names of the agents a replay of the project's log knows, sorted.
+fn names_in_log(project: &Project) -> Vec<String> {
+    agents_in_log(&project.tavern())
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
 /// Every file under `dir`, relative to it, sorted.
 fn files_under(dir: &std::path::Path) -> Vec<String> {
     fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
@@ -75,11 +83,7 @@ async fn a_second_tavern_is_refused_even_with_the_lock_file_deleted() {
     first.quit().await;
     // One writer, so one entry per seq: the log still opens and replays.
     assert_log_consistent(&project.tavern());
-    let names: Vec<String> = agents_in_log(&project.tavern())
-        .into_iter()
-        .map(|(name, _, _)| name)
-        .collect();
-    assert_eq!(names, ["Frodo", "Jake"]);
+    assert_eq!(names_in_log(&project), ["Frodo", "Jake"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,11 +357,7 @@ async fn a_closed_stdout_ends_the_console_cleanly_and_loses_nothing() {
     drop(stdin);
     // What was acknowledged is kept, the log is whole, and nothing after the failed write ran.
     assert_log_consistent(&project.tavern());
-    let names: Vec<String> = agents_in_log(&project.tavern())
-        .into_iter()
-        .map(|(name, _, _)| name)
-        .collect();
-    assert_eq!(names, ["Frodo", "Jake"]);
+    assert_eq!(names_in_log(&project), ["Frodo", "Jake"]);
     let (ok, stdout, _) = run_tavern(project.path(), &["console"], "/agents\n").await;
     assert!(ok);
     assert!(stdout.contains("Frodo (mortal) Working"), "{stdout}");
@@ -387,11 +387,7 @@ async fn summon_names_and_directories_are_checked_where_they_are_typed() {
         "{stdout}"
     );
     assert!(stdout.contains("ok #3 summoned Sam"), "{stdout}");
-    let names: Vec<String> = agents_in_log(&project.tavern())
-        .into_iter()
-        .map(|(name, _, _)| name)
-        .collect();
-    assert_eq!(names, ["Jake", "Sam"]);
+    assert_eq!(names_in_log(&project), ["Jake", "Sam"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
