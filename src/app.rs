@@ -63,7 +63,7 @@ pub enum StartError {
         tavern_dir: PathBuf,
         /// The missing or empty branch file.
         log: PathBuf,
-        /// "is missing" or "holds no entries".
+        /// "is missing", "is empty" or "holds no entries".
         problem: &'static str,
         /// How many documents were found.
         documents: usize,
@@ -115,12 +115,20 @@ impl StartReport {
                 self.repaired_documents
             ));
         }
-        for set in &self.set_aside {
+        // Each is said, up to a few; a log restored from an old backup can leave thousands.
+        const SHOWN: usize = 5;
+        for set in self.set_aside.iter().take(SHOWN) {
             lines.push(format!(
                 "warning: .tavern/{} {}; moved it to .tavern/{}",
                 set.from.display(),
                 set.reason,
                 set.to.display()
+            ));
+        }
+        if self.set_aside.len() > SHOWN {
+            lines.push(format!(
+                "warning: and {} more documents, moved to .tavern/attic/ for the same reasons",
+                self.set_aside.len() - SHOWN
             ));
         }
         if self.offline_edits > 0 {
@@ -168,8 +176,8 @@ pub struct App {
     tasks: Option<ExecutorTasks>,
     /// Events from before any work resumed, for the surface that shows them (see [`App::take_events`]).
     events: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<crate::executor::Event>>>,
-    /// The open `.tavern/` directory, locked for as long as this tavern runs.
-    _lock: File,
+    /// The `.tavern/` directory's locks, held for as long as this tavern runs.
+    _lock: ProjectLock,
 }
 
 fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
@@ -200,8 +208,14 @@ impl App {
         let store: Arc<dyn DocStore> = Arc::new(FsStore::open(&dir)?);
         let log_dir = dir.join("log");
         let main_log = log_dir.join("main.jsonl");
-        if !main_log.exists() {
-            refuse_orphaned_documents(&dir, &main_log, store.as_ref(), "is missing")?;
+        match std::fs::metadata(&main_log) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                refuse_orphaned_documents(&dir, &main_log, store.as_ref(), "is missing")?
+            }
+            Ok(meta) if meta.len() == 0 => {
+                refuse_orphaned_documents(&dir, &main_log, store.as_ref(), "is empty")?
+            }
+            _ => {}
         }
         let (log, open_report) = Log::open(&log_dir, "main", LogOptions::default())?;
         let state = replay(&log_dir, "main", None)?;
@@ -309,15 +323,30 @@ impl App {
 
 /// Takes the project's lock, so exactly one Tavern (one Jake) runs per project.
 ///
-/// The lock is an exclusive `flock` on the `.tavern/` directory itself, not on a file inside it: a lock
-/// file can be deleted while a Tavern runs, and a second Tavern would then create and lock a new one.
-/// (The command log's writer also locks its file, so even a second process that got past this could not
-/// append.) A Tavern that was just killed can leave the lock held for a moment by a child process it was
-/// starting (a fork that has not exec'd yet shares the lock), so a held lock is retried for up to two
-/// seconds before it is reported.
-async fn acquire_lock(dir: &std::path::Path) -> Result<File, StartError> {
+/// The lock is an exclusive `flock` on the `.tavern/` directory itself, not only on a file inside it: a
+/// lock file can be deleted while a Tavern runs, and a second Tavern would then create and lock a new
+/// one. (The command log's writer also locks its file, so even a second process that got past this
+/// could not append.) `.tavern/lock` is locked as well, because that is the lock earlier versions of
+/// Tavern take: a Tavern being upgraded while the old one still runs must see it. A Tavern that was just
+/// killed can leave a lock held for a moment by a child process it was starting (a fork that has not
+/// exec'd yet shares it), so a held lock is retried for up to two seconds before it is reported.
+async fn acquire_lock(dir: &std::path::Path) -> Result<ProjectLock, StartError> {
+    let lock_file = dir.join("lock");
+    let lock = ProjectLock {
+        _dir: lock_exclusive(File::open(dir).map_err(io(dir))?, dir).await?,
+        _file: lock_exclusive(File::create(&lock_file).map_err(io(&lock_file))?, dir).await?,
+    };
+    Ok(lock)
+}
+
+/// The locks that keep a project to one Tavern, released when dropped.
+struct ProjectLock {
+    _dir: File,
+    _file: File,
+}
+
+async fn lock_exclusive(file: File, dir: &std::path::Path) -> Result<File, StartError> {
     const ATTEMPTS: u32 = 40;
-    let file = File::open(dir).map_err(io(dir))?;
     for attempt in 1..=ATTEMPTS {
         match file.try_lock() {
             Ok(()) => return Ok(file),
@@ -342,6 +371,7 @@ fn refuse_orphaned_documents(
     store: &dyn DocStore,
     problem: &'static str,
 ) -> Result<(), StartError> {
+    // Only Tavern's own writing counts (its seal is intact): a file a person put there is theirs.
     let mut documents = 0;
     for collection in [
         Collection::Agents,
@@ -349,7 +379,18 @@ fn refuse_orphaned_documents(
         Collection::WorkPending,
         Collection::WorkCompleted,
     ] {
-        documents += store.list(collection)?.len();
+        for id in store.list(collection)? {
+            let sealed = match store.read(&id) {
+                Ok(Some(text)) => {
+                    crate::domain::projection::unseal(&text).1
+                        == crate::domain::projection::Seal::Intact
+                }
+                Ok(None) => false,
+                // Unreadable, but in a collection Tavern writes: count it rather than guess.
+                Err(_) => true,
+            };
+            documents += usize::from(sealed);
+        }
     }
     if documents == 0 {
         return Ok(());
@@ -412,6 +453,9 @@ async fn watch_documents(
 ) {
     let cancel = tavern.cancel_token().clone();
     let mut settling: std::collections::BTreeSet<DocId> = std::collections::BTreeSet::new();
+    // Documents found not to be UTF-8, with the bytes they held, until they hold still or change.
+    let mut unreadable: std::collections::HashMap<DocId, Vec<u8>> =
+        std::collections::HashMap::new();
     // When the oldest document now settling first changed; SETTLE_MAX counts from there.
     let mut oldest = tokio::time::Instant::now();
     let changed = |settling: &mut std::collections::BTreeSet<DocId>,
@@ -440,11 +484,27 @@ async fn watch_documents(
             // record what is not Tavern's own.
             _ = tokio::time::sleep(wait), if !settling.is_empty() => {
                 for id in std::mem::take(&mut settling) {
-                    let content = match tavern.read_document(&id) {
-                        Ok((content, None)) => content,
-                        // Unreadable as text: it went to the attic (and was said); write it again.
-                        Ok((_, Some(_))) => {
-                            tavern.restore(id, None);
+                    let content = match tavern.store().read(&id) {
+                        Ok(content) => {
+                            unreadable.remove(&id);
+                            content
+                        }
+                        // Not text. Only when it held the same bytes a settle period ago is it taken for
+                        // what it is (and set aside): until then it may be a save in progress.
+                        Err(StoreError::NotUtf8 { source, .. }) => {
+                            let error = source.utf8_error();
+                            let bytes = source.into_bytes();
+                            if unreadable.get(&id) == Some(&bytes) {
+                                unreadable.remove(&id);
+                                let tavern = tavern.clone();
+                                let _ = tokio::task::spawn_blocking(move || {
+                                    tavern.unreadable(&id, error)
+                                })
+                                .await;
+                            } else {
+                                unreadable.insert(id.clone(), bytes);
+                                changed(&mut settling, &mut oldest, id);
+                            }
                             continue;
                         }
                         Err(e) => {

@@ -46,15 +46,16 @@ pub enum ConfigError {
     },
     /// The config file is not valid TOML (a number too large for TOML's 64-bit integers included).
     #[error(
-        "configuration error in {} line {line}{}: {message}; fix that line (config/default.toml lists every key)",
+        "configuration error in {}{}{}: {message}; fix that line (config/default.toml lists every key)",
         file.display(),
+        line.map(|l| format!(" line {l}")).unwrap_or_default(),
         key.as_ref().map(|k| format!(" (`{k}`)")).unwrap_or_default()
     )]
     Syntax {
         /// The file.
         file: PathBuf,
-        /// The 1-based line of the problem.
-        line: usize,
+        /// The 1-based line of the problem, when the parser says where it is.
+        line: Option<usize>,
         /// The dotted key being set on that line, when there is one.
         key: Option<String>,
         /// What the TOML parser said.
@@ -523,12 +524,11 @@ fn check_syntax(file: &Path) -> Result<(), ConfigError> {
     let Err(e) = toml::from_str::<toml::Table>(&text) else {
         return Ok(());
     };
-    let at = e.span().map_or(0, |span| span.start).min(text.len());
-    let line = text[..at].matches('\n').count() + 1;
+    let at = e.span().map(|span| span.start.min(text.len()));
     Err(ConfigError::Syntax {
         file: file.to_path_buf(),
-        line,
-        key: key_at(&text, at),
+        line: at.map(|at| text[..at].matches('\n').count() + 1),
+        key: at.and_then(|at| key_at(&text, at)),
         message: e.message().trim().to_string(),
     })
 }
@@ -547,11 +547,10 @@ fn key_at(text: &str, at: usize) -> Option<String> {
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('['))
-        .map(|header| {
-            header
-                .trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string()
+        // `[table]` or `[[array]]`, maybe followed by a comment.
+        .and_then(|header| {
+            let inner = header.trim_start_matches('[');
+            inner.find(']').map(|end| inner[..end].trim().to_string())
         });
     Some(match table {
         Some(table) if !table.is_empty() => format!("{table}.{key}"),

@@ -287,7 +287,14 @@ fn summon_words(args: &str) -> Result<Vec<String>, UsageError> {
                         "the value {rest} has no closing {q}; close the quote or drop it"
                     ))
                 })?;
-                (&rest[1..1 + end], &rest[2 + end..])
+                let after = &rest[2 + end..];
+                if after.starts_with(|c: char| !c.is_whitespace()) {
+                    return Err(UsageError(format!(
+                        "{after:?} follows the closing {q} without a space; put the whole value \
+                         inside the quotes"
+                    )));
+                }
+                (&rest[1..1 + end], after)
             }
             None => rest.split_at(rest.find(char::is_whitespace).unwrap_or(rest.len())),
         };

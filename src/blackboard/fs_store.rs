@@ -116,25 +116,35 @@ impl DocStore for FsStore {
         }
         let dir = self.root.join(ATTIC).join(id.collection.dir());
         fs::create_dir_all(&dir).map_err(|source| StoreError::io(&dir, source))?;
-        // A hard link never replaces an existing file (unlike a rename), so an earlier document set
-        // aside under this name survives; the next free number is taken instead.
+        // The attic name is reserved first (creating a file that must not exist), so an earlier
+        // document set aside under this name survives; then the document is renamed onto it, which
+        // moves whatever file is at `from` at that instant (a person's save that lands meanwhile is
+        // moved whole, never deleted).
         const MOST: u32 = 10_000;
         for n in 1..=MOST {
             let relative = attic_path(id, n);
             let to = self.root.join(&relative);
-            match fs::hard_link(&from, &to) {
-                Ok(()) => {
-                    sync_dir(&dir)?;
-                    fs::remove_file(&from).map_err(|source| StoreError::io(&from, source))?;
-                    sync_dir(&self.root.join(id.collection.dir()))?;
-                    return Ok(Some(relative));
-                }
+            match OpenOptions::new().write(true).create_new(true).open(&to) {
+                Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(err) if err.kind() == io::ErrorKind::NotFound && !from.exists() => {
-                    return Ok(None)
-                }
                 Err(source) => return Err(StoreError::io(to, source)),
             }
+            return match fs::rename(&from, &to) {
+                Ok(()) => {
+                    sync_dir(&dir)?;
+                    sync_dir(&self.root.join(id.collection.dir()))?;
+                    Ok(Some(relative))
+                }
+                Err(err) => {
+                    // The reservation is empty; it would only confuse whoever looks in the attic.
+                    let _ = fs::remove_file(&to);
+                    if err.kind() == io::ErrorKind::NotFound {
+                        Ok(None)
+                    } else {
+                        Err(StoreError::io(from, err))
+                    }
+                }
+            };
         }
         Err(StoreError::io(
             dir,

@@ -822,3 +822,42 @@ fn render_rejects_values_that_are_not_tables() {
         .to_string()
         .starts_with("front matter cannot be rendered"));
 }
+
+#[test]
+fn a_document_set_aside_keeps_its_bytes_and_never_replaces_an_earlier_one() {
+    let (dir, store) = open_temp_store();
+    let frodo = id(Collection::Agents, "Frodo");
+    let path = store.path_of(&frodo);
+    assert_eq!(store.set_aside(&frodo).unwrap(), None);
+    std::fs::write(&path, b"first \xff").unwrap();
+    assert_eq!(
+        store.set_aside(&frodo).unwrap(),
+        Some(Path::new("attic/agents/Frodo.md").to_path_buf())
+    );
+    assert!(!path.exists());
+    std::fs::write(&path, b"second \xfe").unwrap();
+    assert_eq!(
+        store.set_aside(&frodo).unwrap(),
+        Some(Path::new("attic/agents/Frodo.2.md").to_path_buf())
+    );
+    let attic = dir.path().join(".tavern/attic/agents");
+    assert_eq!(
+        std::fs::read(attic.join("Frodo.md")).unwrap(),
+        b"first \xff"
+    );
+    assert_eq!(
+        std::fs::read(attic.join("Frodo.2.md")).unwrap(),
+        b"second \xfe"
+    );
+    // The attic is not a collection: nothing in it is listed as a document.
+    assert!(store.list(Collection::Agents).unwrap().is_empty());
+
+    let mem = MemStore::new();
+    mem.write(&frodo, "text").unwrap();
+    assert_eq!(
+        mem.set_aside(&frodo).unwrap(),
+        Some(Path::new("attic/agents/Frodo.md").to_path_buf())
+    );
+    assert_eq!(mem.read(&frodo).unwrap(), None);
+    assert_eq!(mem.set_aside(&frodo).unwrap(), None);
+}

@@ -74,6 +74,15 @@ fn errors_name_the_key() {
         ("[model]\nunknown_key = 1\n", "unknown_key"),
         ("[nonsense]\nx = 1\n", "nonsense"),
         ("[model\n", "tavern.toml"),
+        // An integer beyond TOML's range fails the parser itself, which names neither key nor line.
+        (
+            "[verify] # limits\ntimeout_secs = 18446744073709551615\n",
+            "line 2 (`verify.timeout_secs`)",
+        ),
+        (
+            "[model]\nmax_concurrent_calls = 2305843009213693952\n",
+            "it must be from 1 to 10000",
+        ),
     ];
     for (text, key) in cases {
         let overrides_project = !text.contains("project");

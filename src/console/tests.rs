@@ -46,6 +46,7 @@ fn a_summon_flag_value_may_be_quoted_and_the_assignment_keeps_its_apostrophes() 
     assert_eq!(summon.name.as_deref(), Some("two words"));
     assert_eq!(summon.workdir.as_deref(), Some("my dir"));
     assert!(err(r#"/summon x --name "two words"#).contains("has no closing \""));
+    assert!(err(r#"/summon x --dir "a b"c"#).contains("follows the closing"));
 }
 
 #[test]

@@ -71,8 +71,14 @@ impl Tavern {
         let store = &self.inner.store;
         for (write, pre) in writes {
             let id = write_id(&write).clone();
-            let current = match self.read_document(&id) {
-                Ok((current, _)) => current,
+            let current = match self.inner.store.read(&id) {
+                Ok(current) => current,
+                // Not text: maybe someone's save in progress. The watcher decides once it has settled
+                // (see `unreadable`); until then it is not overwritten.
+                Err(StoreError::NotUtf8 { .. }) => {
+                    let _ = self.inner.external_edits.send(id);
+                    continue;
+                }
                 Err(e) => {
                     self.projection_failed(format!("cannot read {id} before rewriting it: {e}"));
                     continue;
@@ -169,37 +175,69 @@ impl Tavern {
         ));
     }
 
-    /// Reads a document. One that is not valid UTF-8 is nobody's readable edit and would otherwise be
-    /// stuck (it can be neither recorded nor compared), so it is set aside into the attic and reads
-    /// as missing, which makes the projector write it again from the log.
-    pub(crate) fn read_document(
+    /// Reads a document as it is at start, when nobody else is writing it. One that is not valid UTF-8
+    /// is nobody's readable edit and would otherwise be stuck (it can be neither recorded nor compared),
+    /// so it is set aside and reads as missing, which makes the projection write it again from the log.
+    fn read_at_start(&self, id: &DocId) -> Result<(Option<String>, Option<SetAside>), StoreError> {
+        match self.inner.store.read(id) {
+            Err(StoreError::NotUtf8 { source, .. }) if PROJECTED.contains(&id.collection) => {
+                let set = self.set_aside_unreadable(id, source.utf8_error())?;
+                Ok((None, set))
+            }
+            other => other.map(|content| (content, None)),
+        }
+    }
+
+    /// Moves a document Tavern projects that is not valid UTF-8 into the attic, saying so.
+    fn set_aside_unreadable(
         &self,
         id: &DocId,
-    ) -> Result<(Option<String>, Option<SetAside>), StoreError> {
-        match self.inner.store.read(id) {
-            Ok(content) => Ok((content, None)),
-            Err(StoreError::NotUtf8 { source, .. }) => {
-                let reason = format!(
-                    "is not valid UTF-8 (byte {} is not text)",
-                    source.utf8_error().valid_up_to() + 1
-                );
-                let moved = self.inner.store.set_aside(id)?.map(|to| {
-                    let set = SetAside {
-                        from: id.relative_path(),
-                        to,
-                        reason,
-                    };
-                    tracing::warn!(
-                        "{} {}; moved it to .tavern/{} and wrote it again from the log",
-                        set.from.display(),
-                        set.reason,
-                        set.to.display()
-                    );
-                    set
-                });
-                Ok((None, moved))
+        error: std::str::Utf8Error,
+    ) -> Result<Option<SetAside>, StoreError> {
+        let reason = format!(
+            "is not valid UTF-8 (byte {} is not text)",
+            error.valid_up_to() + 1
+        );
+        Ok(self.inner.store.set_aside(id)?.map(|to| {
+            let set = SetAside {
+                from: id.relative_path(),
+                to,
+                reason,
+            };
+            tracing::warn!(
+                "{} {}; moved it to .tavern/{} and wrote it again from the log",
+                set.from.display(),
+                set.reason,
+                set.to.display()
+            );
+            set
+        }))
+    }
+
+    /// Handles a document found not to be UTF-8 while Tavern runs, which the watcher has seen hold
+    /// `bytes` for a settle period: prompt overrides are people's own files and are left alone (the
+    /// registry ignores an unreadable one and says so); a projected document is set aside and written
+    /// again at once, before anyone could take its absence for a person's deletion. Returns whether it
+    /// was set aside.
+    pub(crate) fn unreadable(&self, id: &DocId, error: std::str::Utf8Error) -> bool {
+        if !PROJECTED.contains(&id.collection) {
+            tracing::warn!("{id} is not valid UTF-8; Tavern leaves it as it is");
+            return false;
+        }
+        match self.set_aside_unreadable(id, error) {
+            Ok(Some(_)) => {
+                let content = self.read(|s| projection::expected_content(s, id));
+                if let Some(content) = content {
+                    let write = projection::DocWrite::Put(id.clone(), content);
+                    self.write_documents(vec![(write, Precondition::Recorded(None))]);
+                }
+                true
             }
-            Err(e) => Err(e),
+            Ok(None) => false,
+            Err(e) => {
+                self.projection_failed(format!("cannot set {id} aside: {e}"));
+                false
+            }
         }
     }
 
@@ -207,7 +245,7 @@ impl Tavern {
     /// or that Tavern wrote but a crash left out of date are rewritten (and counted); documents a person
     /// edited while Tavern was not running are returned with their content, to be recorded before they
     /// are restored. Documents Tavern wrote that no entry of the log accounts for any more (left by
-    /// entries cut off the log, such as a torn tail) are set aside into the attic; files a person made
+    /// entries cut off the log: a log restored from an older backup, or cut by hand) are set aside into the attic; files a person made
     /// there are left alone.
     pub(crate) fn reproject_all(&self) -> Reprojection {
         let writes = self.read(projection::all_documents);
@@ -216,7 +254,7 @@ impl Tavern {
         let mut projected = std::collections::HashSet::new();
         for write in writes {
             let id = write_id(&write).clone();
-            let current = match self.read_document(&id) {
+            let current = match self.read_at_start(&id) {
                 Ok((current, set_aside)) => {
                     found.set_aside.extend(set_aside);
                     current
@@ -263,7 +301,7 @@ impl Tavern {
                 }
             };
             for id in ids.into_iter().filter(|id| !projected.contains(id)) {
-                let ours = match self.read_document(&id) {
+                let ours = match self.read_at_start(&id) {
                     Ok((Some(content), _)) => {
                         projection::unseal(&content).1 == projection::Seal::Intact
                     }

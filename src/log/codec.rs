@@ -106,6 +106,13 @@ fn seal_line(mut bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// Whether a record line ends with a checksum field (not whether the checksum matches).
+pub(crate) fn has_checksum(line: &[u8]) -> bool {
+    line.len()
+        .checked_sub(CK_LEN)
+        .is_some_and(|split| line[split..].starts_with(CK_PREFIX) && line.ends_with(b"\"}"))
+}
+
 /// Checks a record line's checksum, if it carries one; returns whether it did.
 fn check_line(line: &[u8]) -> Result<bool, LineError> {
     let Some(split) = line.len().checked_sub(CK_LEN) else {
@@ -130,7 +137,9 @@ fn check_line(line: &[u8]) -> Result<bool, LineError> {
     if actual != recorded {
         return Err(LineError::Damaged(format!(
             "the line's checksum does not match its content (recorded {recorded:08x}, content \
-             gives {actual:08x}): it was changed after Tavern wrote it"
+             gives {actual:08x}): it was changed after Tavern wrote it. Put the line back as \
+             Tavern wrote it (from a backup or version control): Tavern replays only what it \
+             recorded"
         )));
     }
     Ok(true)
@@ -295,6 +304,14 @@ pub(crate) fn decode_record<S: Schema>(line: &[u8]) -> Result<Record<S>, LineErr
             || "the record does not match the current schema".to_string(),
             |e| json_reason(&e),
         );
+        // A line whose checksum matches is as Tavern wrote it, so a field this build does not know
+        // comes from a newer Tavern, not from damage.
+        if sealed && reason.contains("unknown field") {
+            return Err(LineError::Damaged(format!(
+                "{reason}: the line's checksum matches, so a newer Tavern wrote it; run that \
+                 version (or a later one) on this log"
+            )));
+        }
         return Err(LineError::Damaged(reason));
     }
     let upcast = S::upcast(version, value).map_err(|message| {

@@ -296,8 +296,10 @@ struct BackwardScan {
 pub(crate) struct ScanCost {
     /// Bytes read from the file.
     pub read: u64,
-    /// Bytes copied from an outgrown buffer into its replacement.
+    /// Bytes moved to make room at the front of the buffer.
     pub moved: u64,
+    /// The largest the buffer was, in bytes.
+    pub peak: u64,
 }
 
 impl BackwardScan {
@@ -366,19 +368,28 @@ impl BackwardScan {
             .min(self.file_lo - start);
         let want = usize::try_from(want).unwrap_or(usize::MAX);
         if self.lo < want {
-            // Grow by doubling, keeping the held bytes at the end of the new buffer.
+            // Make room at the front. Only the held bytes (the lines not yet visited) are kept: lines
+            // already visited are dropped, so memory follows the longest line, not the range scanned.
             let held = self.hi - self.lo;
-            let cap = (self.buf.len() * 2)
-                .max(held + want)
-                .max(BACKWARD_CHUNK as usize);
-            let mut grown = vec![0u8; cap];
-            let new_lo = cap - held;
-            grown[new_lo..].copy_from_slice(&self.buf[self.lo..self.hi]);
+            let need = 2 * (held + want);
+            let new_lo = if self.buf.len() >= need {
+                let end = self.buf.len();
+                self.buf.copy_within(self.lo..self.hi, end - held);
+                end - held
+            } else {
+                // Growing to twice what is needed keeps the number of moves logarithmic in a long
+                // line's length, and each move is paid for by at least as many bytes read.
+                let cap = need.max(BACKWARD_CHUNK as usize);
+                let mut grown = vec![0u8; cap];
+                grown[cap - held..].copy_from_slice(&self.buf[self.lo..self.hi]);
+                self.buf = grown;
+                self.cost.peak = self.cost.peak.max(cap as u64);
+                cap - held
+            };
             self.cost.moved += held as u64;
             self.searched = self.searched - self.lo + new_lo;
-            self.buf = grown;
             self.lo = new_lo;
-            self.hi = cap;
+            self.hi = new_lo + held;
         }
         let new_lo = self.lo - want;
         let new_file_lo = self.file_lo - want as u64;

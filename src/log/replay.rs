@@ -47,6 +47,8 @@ struct Block {
 struct Parsed<S: Schema> {
     offset: u64,
     len: u64,
+    /// Whether the line carries a checksum (it matched, or the line would not have parsed).
+    sealed: bool,
     record: Record<S>,
 }
 
@@ -69,6 +71,7 @@ fn parse_block<S: Schema>(block: &Block) -> ParsedBlock<S> {
             Ok(record) => records.push(Parsed {
                 offset,
                 len: len as u64,
+                sealed: codec::has_checksum(&rest[..len]),
                 record,
             }),
             Err(error) => {
@@ -160,6 +163,9 @@ struct Delivery<'s, 'a, F> {
     next_entry: Seq,
     /// The span of the last delivered block; spans before it are finished.
     span: usize,
+    /// Whether a line with a checksum has been seen in each span's file. Tavern writes checksums on
+    /// every line since it began to, so a line without one after that has had its checksum removed.
+    sealed: Vec<bool>,
     stats: ReplayStats,
 }
 
@@ -197,9 +203,22 @@ impl<F> Delivery<'_, '_, F> {
         for Parsed {
             offset,
             len,
+            sealed,
             record,
         } in parsed.records
         {
+            if sealed {
+                self.sealed[span] = true;
+            } else if self.sealed[span] {
+                return Err(lines::damaged_at(
+                    &seg.file,
+                    &seg.path,
+                    offset,
+                    "the line has no checksum, though earlier lines of this file do: its checksum \
+                     field was removed, or an older Tavern appended it. Restore the line as Tavern \
+                     wrote it (from a backup), or run the Tavern that wrote the rest",
+                ));
+            }
             match &record {
                 Record::Entry(entry) => {
                     if entry.seq != self.next_entry {
@@ -280,6 +299,7 @@ pub(crate) fn run<S: Schema>(
         f,
         next_entry: 1,
         span: 0,
+        sealed: vec![false; spans.len()],
         stats: ReplayStats::default(),
     };
     let helper_stopped = || {

@@ -154,6 +154,15 @@ fn append_raw(path: &Path, bytes: &[u8]) {
     file.write_all(bytes).expect("raw append");
 }
 
+/// A record line (a JSON object) with its checksum field, as the writer seals it.
+fn seal(json: &str) -> String {
+    let content = json.strip_suffix('}').expect("a JSON object");
+    format!(
+        r#"{content},"ck":"{:08x}"}}"#,
+        crc32fast::hash(content.as_bytes())
+    )
+}
+
 /// Replaces 1-based line `line` of a file.
 fn replace_line(path: &Path, line: usize, with: &str) {
     let mut lines = file_lines(path);
@@ -512,7 +521,11 @@ async fn damaged_middle_line_is_reported_with_its_line_number() {
         assert_eq!(entry_seqs(&replay_all(&reader, Some(2))), vec![1, 2]);
 
         // A missing line is damage too: the seqs no longer increase by one.
-        replace_line(&path, 4, r#"{"v":2,"seq":2,"ts":5,"status":"executed"}"#);
+        replace_line(
+            &path,
+            4,
+            &seal(r#"{"v":2,"seq":2,"ts":5,"status":"executed"}"#),
+        );
         let reader = LogReader::<T>::open(dir.path(), "main").unwrap();
         match reader.replay(None, |_| {}).unwrap_err() {
             LogError::Damaged { line, reason, .. } => {

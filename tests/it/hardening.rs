@@ -87,6 +87,24 @@ async fn a_second_tavern_is_refused_even_with_the_lock_file_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_tavern_holding_only_the_lock_file_is_seen() {
+    let project = Project::new();
+    std::fs::create_dir_all(project.tavern()).unwrap();
+    // What an earlier version of Tavern holds while it runs: a flock on .tavern/lock, nothing else.
+    let old = std::fs::File::create(project.tavern().join("lock")).unwrap();
+    old.try_lock().unwrap();
+    let (ok, _, stderr) = run_tavern(project.path(), &["console"], "").await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("another Tavern is already running on this project"),
+        "{stderr}"
+    );
+    old.unlock().unwrap();
+    let (ok, _, stderr) = run_tavern(project.path(), &["console"], "").await;
+    assert!(ok, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_or_emptied_log_beside_documents_is_refused_with_what_to_do() {
     let project = Project::new();
     let (ok, _, _) = run_tavern(project.path(), &["console"], "/summon keep me\n").await;
@@ -164,9 +182,13 @@ async fn a_document_that_is_not_utf8_is_set_aside_and_rewritten_from_the_log() {
     );
     all_documents_parse(&tavern);
 
-    // While Tavern runs: the watcher sets it aside too, and the document comes back.
+    // While Tavern runs: the watcher sets it aside too (once the bytes have held still for a settle
+    // period, so a save in progress is not taken for damage), and the document comes back. A prompt
+    // override is a person's own file: one that is not UTF-8 is left where it is.
     let mut console = Console::start(project.path(), &[]);
     console.expect_contains("Type to talk to Jake").await;
+    let prompt = tavern.join("prompts/mortal.md");
+    std::fs::write(&prompt, bad).unwrap();
     std::fs::write(&path, bad).unwrap();
     let attic = tavern.join("attic/agents/Frodo.2.md");
     // Another process's files: a bounded poll is the only way to wait for them.
@@ -185,6 +207,9 @@ async fn a_document_that_is_not_utf8_is_set_aside_and_rewritten_from_the_log() {
         files_under(&tavern)
     );
     assert_eq!(std::fs::read(&attic).unwrap(), bad);
+    // Both changed together, so the prompt has been looked at as often as Frodo.md by now.
+    assert_eq!(std::fs::read(&prompt).unwrap(), bad);
+    assert!(!tavern.join("attic/prompts").exists());
     console.send("/agents").await;
     console.expect_contains("Frodo (mortal) Working").await;
     console.quit().await;

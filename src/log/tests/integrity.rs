@@ -81,6 +81,21 @@ async fn an_altered_line_that_is_still_valid_json_is_reported_with_file_and_line
         replace_line(&path, 4, &moved);
         assert_damaged_at(dir.path(), &path, 4, "not in its place");
 
+        // Removing the checksum field from a line that follows checksummed ones is caught by replay.
+        let cut = original[3].rfind(r#","ck":""#).unwrap();
+        replace_line(&path, 4, &format!("{}}}", &original[3][..cut]));
+        let reader = LogReader::<T>::open(dir.path(), "main").unwrap();
+        match reader.replay(None, |_| {}).unwrap_err() {
+            LogError::Damaged { line, reason, .. } => {
+                assert_eq!(line, 4);
+                assert!(
+                    reason.contains("has no checksum, though earlier lines"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected Damaged, got {other}"),
+        }
+
         // Restoring the line restores the log.
         replace_line(&path, 4, &original[3]);
         let reader = LogReader::<T>::open(dir.path(), "main").unwrap();
@@ -149,6 +164,34 @@ fn a_backward_scan_over_a_huge_line_reads_and_moves_each_byte_a_bounded_number_o
     // (Before, every 16 KiB chunk copied the whole line again: about 3 TB moved for a 10 MB line.)
     assert_eq!(cost.read, range);
     assert!(cost.moved <= 2 * range, "{cost:?}");
+    assert!(cost.peak <= 3 * huge as u64, "{cost:?}");
+}
+
+#[test]
+fn a_backward_scan_over_many_short_lines_holds_about_one_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lines");
+    let line = [b'x'; 99];
+    let mut contents = Vec::new();
+    for _ in 0..100_000 {
+        contents.extend_from_slice(&line);
+        contents.push(b'\n');
+    }
+    std::fs::write(&path, &contents).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let mut lines = 0;
+    let (_, cost) =
+        scan_lines_backward_costed::<()>(&file, &path, 0, contents.len() as u64, |_, l| {
+            assert_eq!(l.len(), 99);
+            lines += 1;
+            Ok(ControlFlow::Continue(()))
+        })
+        .unwrap();
+    assert_eq!(lines, 100_000);
+    assert_eq!(cost.read, contents.len() as u64);
+    // A tail of the whole 10 MB range never holds more than a few chunks at once.
+    assert!(cost.peak <= 128 << 10, "{cost:?}");
+    assert!(cost.moved <= contents.len() as u64, "{cost:?}");
 }
 
 proptest! {
