@@ -9,6 +9,7 @@ mod agents;
 mod backends;
 mod bus;
 mod claude_session;
+mod compat;
 mod console;
 mod crash;
 mod discord;
