@@ -1,6 +1,8 @@
 //! Tests of the outbound path against a recording fake Discord, in paused time: every wait is
 //! virtual, so budgets and backoffs of minutes run in milliseconds and always the same way.
 
+use async_trait::async_trait;
+
 use super::*;
 use proptest::prelude::*;
 use std::sync::Mutex as StdMutex;
