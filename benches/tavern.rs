@@ -51,29 +51,7 @@ async fn hundred(dir: &std::path::Path) -> (Duration, Duration, f64) {
     let start = Instant::now();
     let mut names = Vec::with_capacity(100);
     for i in 0..100 {
-        let receipt = tavern
-            .submit(
-                user.clone(),
-                Intent::Summon(Summon {
-                    parent: "Jake".into(),
-                    assignment: Some(format!("task {i}")),
-                    kind: AgentKind::Mortal,
-                    expert: None,
-                    name: None,
-                    model: None,
-                    workdir: None,
-                }),
-                None,
-            )
-            .await
-            .expect("summon");
-        if let tavern::executor::Receipt::Accepted { outcomes, .. } = receipt {
-            for o in outcomes {
-                if let tavern::domain::Outcome::AgentSummoned(n) = o {
-                    names.push(n.name);
-                }
-            }
-        }
+        names.push(summon_one(&tavern, format!("task {i}")).await);
     }
     for name in &names {
         tavern

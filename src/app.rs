@@ -8,11 +8,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::blackboard::{Collection, DocId, DocStore, FsStore, StoreError, Watch};
+use crate::blackboard::{DocId, DocStore, FsStore, StoreError, Watch};
 use crate::config::Config;
 use crate::domain::{Actor, Intent, TavernState};
 use crate::executor::{
     DocumentState, ExecError, ExecutorTasks, ExternalEdit, Receipt, SetAside, Settings, Tavern,
+    PROJECTED,
 };
 use crate::log::{Log, LogError, LogOptions, Seq, Status};
 use crate::model::Models;
@@ -373,12 +374,7 @@ fn refuse_orphaned_documents(
 ) -> Result<(), StartError> {
     // Only Tavern's own writing counts (its seal is intact): a file a person put there is theirs.
     let mut documents = 0;
-    for collection in [
-        Collection::Agents,
-        Collection::Messages,
-        Collection::WorkPending,
-        Collection::WorkCompleted,
-    ] {
+    for collection in PROJECTED {
         for id in store.list(collection)? {
             let sealed = match store.read(&id) {
                 Ok(Some(text)) => {

@@ -35,7 +35,7 @@ mod documents;
 
 use documents::write_id;
 pub use documents::SetAside;
-pub(crate) use documents::{DocumentState, Precondition};
+pub(crate) use documents::{DocumentState, Precondition, PROJECTED};
 
 use crate::log::{Cause, EntryDraft, Log, LogError, Millis, Record, Seq, Status, Ticket, Update};
 

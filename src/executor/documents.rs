@@ -56,7 +56,7 @@ pub(crate) struct Reprojection {
 }
 
 /// The collections Tavern projects from the log (prompt overrides are people's own files).
-const PROJECTED: [Collection; 4] = [
+pub(crate) const PROJECTED: [Collection; 4] = [
     Collection::Agents,
     Collection::Messages,
     Collection::WorkPending,
@@ -71,7 +71,7 @@ impl Tavern {
         let store = &self.inner.store;
         for (write, pre) in writes {
             let id = write_id(&write).clone();
-            let current = match self.inner.store.read(&id) {
+            let current = match store.read(&id) {
                 Ok(current) => current,
                 // Not text: maybe someone's save in progress. The watcher decides once it has settled
                 // (see `unreadable`); until then it is not overwritten.
@@ -126,7 +126,7 @@ impl Tavern {
 
     fn remember_base(&self, id: &DocId, content: &str) {
         // Only agent documents have parts a person may edit.
-        if id.collection != crate::blackboard::Collection::Agents {
+        if id.collection != Collection::Agents {
             return;
         }
         if let Some(base) = projection::agent_edit_base(content) {

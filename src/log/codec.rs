@@ -115,13 +115,10 @@ pub(crate) fn has_checksum(line: &[u8]) -> bool {
 
 /// Checks a record line's checksum, if it carries one; returns whether it did.
 fn check_line(line: &[u8]) -> Result<bool, LineError> {
-    let Some(split) = line.len().checked_sub(CK_LEN) else {
-        return Ok(false);
-    };
-    let (content, field) = line.split_at(split);
-    if !field.starts_with(CK_PREFIX) || !field.ends_with(b"\"}") {
+    if !has_checksum(line) {
         return Ok(false);
     }
+    let (content, field) = line.split_at(line.len() - CK_LEN);
     let digits = &field[CK_PREFIX.len()..CK_PREFIX.len() + 8];
     let recorded = std::str::from_utf8(digits)
         .ok()

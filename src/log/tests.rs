@@ -154,6 +154,15 @@ fn append_raw(path: &Path, bytes: &[u8]) {
     file.write_all(bytes).expect("raw append");
 }
 
+/// The line and reason of the damage a replay of `dir`'s main branch stops at.
+fn replay_damage(dir: &Path) -> (u64, String) {
+    let reader = LogReader::<T>::open(dir, "main").unwrap();
+    match reader.replay(None, |_| {}).unwrap_err() {
+        LogError::Damaged { line, reason, .. } => (line, reason),
+        other => panic!("expected Damaged, got {other}"),
+    }
+}
+
 /// A record line (a JSON object) with its checksum field, as the writer seals it.
 fn seal(json: &str) -> String {
     let content = json.strip_suffix('}').expect("a JSON object");
@@ -526,17 +535,12 @@ async fn damaged_middle_line_is_reported_with_its_line_number() {
             4,
             &seal(r#"{"v":2,"seq":2,"ts":5,"status":"executed"}"#),
         );
-        let reader = LogReader::<T>::open(dir.path(), "main").unwrap();
-        match reader.replay(None, |_| {}).unwrap_err() {
-            LogError::Damaged { line, reason, .. } => {
-                assert_eq!(line, 5);
-                assert!(
-                    reason.contains("entry seq 4 where 3 was expected"),
-                    "{reason}"
-                );
-            }
-            other => panic!("expected Damaged, got {other}"),
-        }
+        let (line, reason) = replay_damage(dir.path());
+        assert_eq!(line, 5);
+        assert!(
+            reason.contains("entry seq 4 where 3 was expected"),
+            "{reason}"
+        );
     })
     .await;
 }

@@ -84,17 +84,12 @@ async fn an_altered_line_that_is_still_valid_json_is_reported_with_file_and_line
         // Removing the checksum field from a line that follows checksummed ones is caught by replay.
         let cut = original[3].rfind(r#","ck":""#).unwrap();
         replace_line(&path, 4, &format!("{}}}", &original[3][..cut]));
-        let reader = LogReader::<T>::open(dir.path(), "main").unwrap();
-        match reader.replay(None, |_| {}).unwrap_err() {
-            LogError::Damaged { line, reason, .. } => {
-                assert_eq!(line, 4);
-                assert!(
-                    reason.contains("has no checksum, though earlier lines"),
-                    "{reason}"
-                );
-            }
-            other => panic!("expected Damaged, got {other}"),
-        }
+        let (line, reason) = replay_damage(dir.path());
+        assert_eq!(line, 4);
+        assert!(
+            reason.contains("has no checksum, though earlier lines"),
+            "{reason}"
+        );
 
         // Restoring the line restores the log.
         replace_line(&path, 4, &original[3]);
